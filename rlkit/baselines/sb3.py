@@ -1,0 +1,224 @@
+"""Stable-Baselines3 behind the rlkit agent protocol, with RL Zoo hyperparameters.
+
+The adapter builds SB3's own vector env (Monitor + DummyVecEnv, optional VecNormalize), routes
+SB3's logger to the run directory (its tags are the shared ones: rollout/*, train/*, time/fps)
+and forwards every env step to rlkit's TrainingCallback so the eval/stop protocol is identical.
+Checkpoints hold only ``model.get_parameters()`` tensors + VecNormalize statistics, never
+SB3's cloudpickled zip data (ARCHITECTURE.md §7).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+from pathlib import Path
+from typing import Optional, Union
+
+import numpy as np
+import stable_baselines3 as sb3
+import torch
+from gymnasium import spaces
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.utils import LinearSchedule
+from stable_baselines3.common.vec_env import VecNormalize
+
+import envs  # noqa: F401  registers rlkit/* for SB3's gym.make
+from rlkit.checkpoint import load_checkpoint, save_checkpoint, space_signature
+from rlkit.config import config_from_dict
+from rlkit.errors import UsageError
+from rlkit.logger import NullLogger
+
+# Arguments the adapter sets itself, never from a config.
+_RESERVED = {"policy", "env", "verbose", "seed", "device", "tensorboard_log", "_init_setup_model",
+             "policy_kwargs", "rollout_buffer_class", "rollout_buffer_kwargs", "replay_buffer_class",
+             "replay_buffer_kwargs", "action_noise"}
+_SCHEDULED = {"learning_rate", "clip_range", "clip_range_vf"}
+
+
+def _make_config(sb3_cls) -> type:
+    """A Config dataclass: RL Zoo keys + every plain-typed argument of the SB3 class."""
+    fields = [
+        ("n_timesteps", int, dataclasses.field(default=100_000)),
+        ("n_envs", int, dataclasses.field(default=1)),
+        ("policy", str, dataclasses.field(default="MlpPolicy")),
+        ("normalize", bool, dataclasses.field(default=False)),
+        ("policy_kwargs", dict, dataclasses.field(default_factory=dict)),
+    ]
+    for name, param in inspect.signature(sb3_cls).parameters.items():
+        if name in _RESERVED:
+            continue
+        default = param.default
+        if name in _SCHEDULED:  # float, or "lin_<start>" as in the RL Zoo
+            tp = Optional[Union[float, str]]
+        elif isinstance(default, bool):
+            tp = bool
+        elif isinstance(default, int):
+            tp = Union[int, list] if name == "train_freq" else int
+        elif isinstance(default, float):
+            tp = float
+        elif isinstance(default, str):
+            tp = Union[float, str]  # e.g. SAC ent_coef "auto" or "auto_0.1" or a float
+        elif default is None:
+            tp = Optional[float]
+        else:
+            continue
+        fields.append((name, tp, dataclasses.field(default=default)))
+    return dataclasses.make_dataclass(f"{sb3_cls.__name__}Config", fields)
+
+
+def _schedule(value):
+    if isinstance(value, str) and value.startswith("lin_"):
+        return LinearSchedule(float(value[4:]), 0.0, 1.0)
+    if isinstance(value, str):
+        raise UsageError(f"schedule '{value}' is not a float or lin_<float>")
+    return value
+
+
+def _policy_kwargs(raw: dict) -> dict:
+    kwargs = dict(raw)
+    act = kwargs.get("activation_fn")
+    if isinstance(act, str):
+        name = act.split(".")[-1]
+        if not hasattr(torch.nn, name):
+            raise UsageError(f"policy_kwargs.activation_fn '{act}' is not a torch.nn activation")
+        kwargs["activation_fn"] = getattr(torch.nn, name)
+    return kwargs
+
+
+class _Bridge(BaseCallback):
+    """Forwards SB3's per-step callback to rlkit's TrainingCallback and progress bar."""
+
+    def __init__(self, agent: "SB3Agent", callback):
+        super().__init__()
+        self.agent, self.rlkit_callback = agent, callback
+        self._reward_sum, self._reward_steps = 0.0, 0
+
+    def _on_step(self) -> bool:
+        rewards = self.locals.get("rewards")
+        if rewards is not None:
+            self._reward_sum += float(np.sum(rewards))
+            self._reward_steps += len(rewards)
+        if self._reward_steps >= 2048:
+            self.agent.logger.scalar("rollout/reward_per_step", self._reward_sum / self._reward_steps,
+                                     self.num_timesteps)
+            self._reward_sum, self._reward_steps = 0.0, 0
+        self.agent.logger.advance(self.num_timesteps)
+        if self.rlkit_callback is None:
+            return True
+        return bool(self.rlkit_callback.on_step(self.num_timesteps, self.agent))
+
+
+class SB3Agent:
+    sb3_class = None  # set by subclasses below
+    action_spaces: tuple = (spaces.Discrete, spaces.Box, spaces.MultiDiscrete, spaces.MultiBinary)
+    Config = None
+
+    def __init__(self, env_id: str, config, *, seed: int = 0, device: str = "auto", run_dir: Path | None = None,
+                 logger=None, env_kwargs: dict | None = None):
+        self.env_id, self.config, self.seed = env_id, config, seed
+        self.env_kwargs = dict(env_kwargs or {})
+        self.run_dir = run_dir
+        self.logger = logger or NullLogger()
+        if device == "auto":  # SB3 itself warns that MLP policies are slower on GPU
+            device = "cuda" if (config.policy == "CnnPolicy" and torch.cuda.is_available()) else "cpu"
+        self.device = device
+        venv = make_vec_env(env_id, n_envs=config.n_envs, seed=seed, env_kwargs=self.env_kwargs)
+        if not isinstance(venv.action_space, self.action_spaces):
+            names = "/".join(s.__name__ for s in self.action_spaces)
+            raise UsageError(f"{type(self).__name__} needs a {names} action space; {env_id} has {venv.action_space}")
+        self.vecnorm = VecNormalize(venv) if config.normalize else None
+        hp = {k: v for k, v in dataclasses.asdict(config).items()
+              if k not in ("n_timesteps", "n_envs", "policy", "normalize", "policy_kwargs")}
+        for key in _SCHEDULED & hp.keys():
+            hp[key] = _schedule(hp[key])
+        if isinstance(hp.get("train_freq"), list):
+            hp["train_freq"] = tuple(hp["train_freq"])
+        try:
+            self.model = self.sb3_class(config.policy, self.vecnorm or venv, seed=seed, device=device, verbose=0,
+                                        policy_kwargs=_policy_kwargs(config.policy_kwargs), **hp)
+        except (ValueError, AssertionError, TypeError) as exc:
+            raise UsageError(f"{type(self).__name__} rejected its configuration: {exc}") from None
+        if run_dir is not None:
+            from stable_baselines3.common.logger import configure
+
+            self.model.set_logger(configure(str(run_dir), ["tensorboard"]))
+        self.observation_space = venv.observation_space
+        self.action_space = venv.action_space
+
+    @property
+    def num_timesteps(self) -> int:
+        return int(self.model.num_timesteps)
+
+    def learn(self, total_timesteps: int, callback=None) -> "SB3Agent":
+        remaining = int(total_timesteps) - self.num_timesteps
+        if remaining > 0:
+            self.model.learn(remaining, callback=_Bridge(self, callback), reset_num_timesteps=False,
+                             progress_bar=False)
+        return self
+
+    def predict(self, obs, deterministic: bool = True) -> np.ndarray:
+        if self.vecnorm is not None:
+            obs = self.vecnorm.normalize_obs(obs)
+        actions, _ = self.model.predict(obs, deterministic=deterministic)
+        return actions
+
+    def save(self, path: Path) -> None:
+        state = {"params": self.model.get_parameters()}
+        if self.vecnorm is not None:
+            state["vecnormalize"] = {
+                "obs_mean": torch.as_tensor(self.vecnorm.obs_rms.mean), "obs_var": torch.as_tensor(self.vecnorm.obs_rms.var),
+                "obs_count": float(self.vecnorm.obs_rms.count), "ret_mean": torch.as_tensor(self.vecnorm.ret_rms.mean),
+                "ret_var": torch.as_tensor(self.vecnorm.ret_rms.var), "ret_count": float(self.vecnorm.ret_rms.count)}
+        meta = {"algo": self.algo_name, "env_id": self.env_id, "env_kwargs": self.env_kwargs, "seed": self.seed,
+                "config": dataclasses.asdict(self.config), "num_timesteps": self.num_timesteps,
+                "n_updates": int(getattr(self.model, "_n_updates", 0)),
+                "observation_space": space_signature(self.observation_space),
+                "action_space": space_signature(self.action_space)}
+        save_checkpoint(path, state, meta)
+
+    @classmethod
+    def load(cls, path: Path, device: str = "cpu") -> "SB3Agent":
+        state, meta = load_checkpoint(path)
+        if meta.get("algo") != cls.algo_name:
+            raise UsageError(f"checkpoint {path} holds a '{meta.get('algo')}' agent, not '{cls.algo_name}'")
+        agent = cls(meta["env_id"], config_from_dict(cls.Config, meta["config"]), seed=int(meta["seed"]),
+                    device=device, env_kwargs=meta.get("env_kwargs"))
+        try:
+            agent.model.set_parameters(state["params"], exact_match=True, device=agent.device)
+        except (ValueError, RuntimeError, KeyError) as exc:
+            raise UsageError(f"checkpoint {path} does not fit this {cls.algo_name} model: {str(exc)[:120]}") from None
+        agent.model.num_timesteps = int(meta["num_timesteps"])
+        agent.model._n_updates = int(meta.get("n_updates", 0))
+        if agent.vecnorm is not None and "vecnormalize" in state:
+            vn = state["vecnormalize"]
+            agent.vecnorm.obs_rms.mean, agent.vecnorm.obs_rms.var = vn["obs_mean"].numpy(), vn["obs_var"].numpy()
+            agent.vecnorm.obs_rms.count = vn["obs_count"]
+            agent.vecnorm.ret_rms.mean, agent.vecnorm.ret_rms.var = vn["ret_mean"].numpy(), vn["ret_var"].numpy()
+            agent.vecnorm.ret_rms.count = vn["ret_count"]
+        return agent
+
+    def close(self) -> None:
+        self.model.get_env().close()
+
+
+class SB3PPO(SB3Agent):
+    algo_name, sb3_class = "sb3-ppo", sb3.PPO
+    Config = _make_config(sb3.PPO)
+
+
+class SB3A2C(SB3Agent):
+    algo_name, sb3_class = "sb3-a2c", sb3.A2C
+    Config = _make_config(sb3.A2C)
+
+
+class SB3DQN(SB3Agent):
+    algo_name, sb3_class = "sb3-dqn", sb3.DQN
+    action_spaces = (spaces.Discrete,)
+    Config = _make_config(sb3.DQN)
+
+
+class SB3SAC(SB3Agent):
+    algo_name, sb3_class = "sb3-sac", sb3.SAC
+    action_spaces = (spaces.Box,)
+    Config = _make_config(sb3.SAC)

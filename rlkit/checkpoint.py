@@ -1,0 +1,91 @@
+"""Checkpoints: plain tensors and JSON-able metadata, written atomically, loaded weights-only.
+
+A checkpoint file holds ``{"format": FORMAT, "meta": {...}, "state": {name: state_dict}}``.
+``torch.load(weights_only=True)`` accepts exactly that (tensors, numbers, strings, lists,
+dicts), so a file someone hands you can never run code when it is loaded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from rlkit.errors import UsageError
+
+FORMAT = "rlkit-checkpoint-v1"
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write to a temp file in the same folder, fsync, then os.replace: never half-written."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode())
+
+
+def space_signature(space) -> dict:
+    """A JSON description of a Gymnasium space, compared on load to refuse a mismatched env."""
+    from gymnasium import spaces
+
+    if isinstance(space, spaces.Discrete):
+        return {"type": "Discrete", "n": int(space.n)}
+    if isinstance(space, spaces.MultiDiscrete):
+        return {"type": "MultiDiscrete", "nvec": [int(n) for n in space.nvec.ravel()]}
+    if isinstance(space, spaces.Box):
+        return {"type": "Box", "shape": list(space.shape), "dtype": str(space.dtype)}
+    return {"type": type(space).__name__, "repr": repr(space)}
+
+
+def save_checkpoint(path: Path, state: dict[str, Any], meta: dict[str, Any]) -> None:
+    """Save ``state`` (name -> state_dict / tensor / plain value) and JSON-able ``meta``."""
+    import io
+
+    import torch
+
+    json.dumps(meta)  # fail early and loudly if meta is not plain data
+    buf = io.BytesIO()
+    torch.save({"format": FORMAT, "meta": meta, "state": state}, buf)
+    atomic_write_bytes(Path(path), buf.getvalue())
+
+
+def load_checkpoint(path: Path, device: str = "cpu") -> tuple[dict[str, Any], dict[str, Any]]:
+    """Load a checkpoint weights-only. Bad files raise UsageError (exit 2), never unpickle code."""
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"checkpoint {path} does not exist")
+    try:
+        blob = torch.load(path, map_location=device, weights_only=True)
+    except Exception as exc:  # truncated, corrupted, or holding pickled objects
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UsageError(f"checkpoint {path} is corrupted or not an rlkit checkpoint ({first[:120]})") from None
+    if not isinstance(blob, dict) or blob.get("format") != FORMAT:
+        raise UsageError(f"checkpoint {path} is not an rlkit checkpoint (expected format {FORMAT})")
+    return blob["state"], blob["meta"]
+
+
+def check_spaces(meta: dict, observation_space, action_space, where: str = "checkpoint") -> None:
+    """Refuse a checkpoint whose recorded spaces differ from the env's."""
+    want_obs, want_act = meta.get("observation_space"), meta.get("action_space")
+    got_obs, got_act = space_signature(observation_space), space_signature(action_space)
+    if want_obs is not None and want_obs != got_obs:
+        raise UsageError(f"{where} was trained on observation space {want_obs}, this env has {got_obs}")
+    if want_act is not None and want_act != got_act:
+        raise UsageError(f"{where} was trained on action space {want_act}, this env has {got_act}")

@@ -1,0 +1,102 @@
+"""Environment creation shared by agents, evaluation and rendering.
+
+One place decides the autoreset mode (NEXT_STEP, stated explicitly, ARCHITECTURE.md §3),
+the vectorisation (an env's native ``vector_entry_point`` when it has one, else Sync),
+episode statistics and seeding.
+"""
+
+from __future__ import annotations
+
+import random
+
+import gymnasium as gym
+import numpy as np
+from gymnasium.vector import AutoresetMode
+
+import envs  # noqa: F401  registers the rlkit/* ids
+
+AUTORESET = AutoresetMode.NEXT_STEP
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, numpy and torch (if imported) from one integer."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    try:
+        import torch
+
+        torch.manual_seed(seed)
+    except ImportError:  # pragma: no cover
+        pass
+
+
+def make_env(env_id: str, env_kwargs: dict | None = None, render_mode: str | None = None) -> gym.Env:
+    try:
+        return gym.make(env_id, render_mode=render_mode, **(env_kwargs or {}))
+    except TypeError as exc:
+        from rlkit.errors import UsageError
+
+        raise UsageError(f"env_kwargs {env_kwargs} rejected by {env_id}: {exc}") from None
+
+
+def make_vec_env(env_id: str, n_envs: int, seed: int | None = None, env_kwargs: dict | None = None,
+                 native: bool = True, record_stats: bool = True) -> gym.vector.VectorEnv:
+    """A vector env in NEXT_STEP autoreset mode, with RecordEpisodeStatistics, reset with ``seed``.
+
+    Copy i is seeded with ``seed + i`` (Gymnasium's convention) by the first reset; later resets
+    pass no seed so the envs' own generators carry on.
+    """
+    spec = gym.spec(env_id)
+    kwargs = dict(env_kwargs or {})
+    if native and spec.vector_entry_point is not None:
+        venv = gym.make_vec(env_id, num_envs=n_envs, vectorization_mode="vector_entry_point", **kwargs)
+    else:
+        venv = gym.vector.SyncVectorEnv(
+            [lambda: gym.make(env_id, **kwargs) for _ in range(n_envs)], autoreset_mode=AUTORESET)
+    mode = venv.metadata.get("autoreset_mode", AUTORESET)
+    if mode != AUTORESET:
+        raise RuntimeError(f"{env_id}: vector env uses autoreset mode {mode}, rlkit expects {AUTORESET}")
+    if record_stats:
+        venv = gym.wrappers.vector.RecordEpisodeStatistics(venv)
+    if seed is not None:
+        venv.action_space.seed(seed)
+        venv.single_action_space.seed(seed)
+    return venv
+
+
+def finished_episodes(infos: dict) -> tuple[np.ndarray, np.ndarray]:
+    """Returns and lengths of the episodes that ended this step (RecordEpisodeStatistics infos)."""
+    if "episode" not in infos:
+        return np.zeros(0), np.zeros(0, dtype=int)
+    mask = infos["_episode"]
+    return infos["episode"]["r"][mask], infos["episode"]["l"][mask]
+
+
+def is_continuing(env_id: str) -> bool:
+    """A continuing task never terminates; our envs say so in metadata['task']."""
+    env = gym.make(env_id)
+    try:
+        return env.unwrapped.metadata.get("task") == "continuing"
+    finally:
+        env.close()
+
+
+def env_reference(env_id: str, env_kwargs: dict | None = None) -> dict | None:
+    """The env's reference score {name, score, metric}, or None if it provides none."""
+    env = make_env(env_id, env_kwargs)
+    try:
+        ref = getattr(env.unwrapped, "reference", None)
+        return ref() if callable(ref) else None
+    finally:
+        env.close()
+
+
+def fraction_of_reference(value: float, reference: float) -> float:
+    """1 - shortfall / |reference|: 1.0 at the reference, below 1 when worse, for either sign.
+
+    For a positive reference this is value / reference; for a negative reward rate (ArmReach)
+    a rate twice as negative as the reference scores 0.
+    """
+    if reference == 0:
+        return float("nan")
+    return float(1.0 - (reference - value) / abs(reference))
