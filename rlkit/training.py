@@ -181,12 +181,13 @@ def _run(cls, cfg, settings, run_dir, start_step, wall_offset, progress, checkpo
     info.update(algo=settings["algo"], env=env_id, seed=seed, total_steps=total, run_dir=str(run_dir))
     info.pop("status", None)
 
-    t0 = time.perf_counter()
     if checkpoint is not None:
-        agent = load_agent_checkpoint(cls, checkpoint, env_id, settings.get("env_kwargs") or {}, device)
+        agent = load_agent_checkpoint(cls, checkpoint, env_id, settings.get("env_kwargs") or {}, device,
+                                      algo=settings["algo"])
         start_step = int(agent.num_timesteps)
     logger = Logger(run_dir, progress=progress, total_steps=total, desc=f"{settings['algo']} {env_id}",
                     initial_step=start_step)
+    t0 = time.perf_counter()  # the clock starts when the agent is built: same for every algorithm
     callback = TrainingCallback(run_dir, env_id, settings.get("env_kwargs") or {}, logger, info,
                                 int(settings["eval_every"]), int(settings["eval_episodes"]),
                                 settings.get("stop_at_return"), int(settings["checkpoint_every"]),

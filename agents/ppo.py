@@ -1,0 +1,189 @@
+"""Proximal Policy Optimisation (Schulman et al. 2017), clipped surrogate + GAE.
+
+The whole algorithm is in ``PPO.learn``/``PPO.update``: collect T steps from N envs, compute GAE
+advantages (bootstrapping on truncation, masking autoreset steps), then a few epochs of minibatch
+SGD on
+
+    L = -E[min(ρ A, clip(ρ, 1-ε, 1+ε) A)] + c_v E[(V - R)^2] / 2 - c_e E[H[π]]
+
+with ρ = π(a|s) / π_old(a|s). Options: value clipping, target-KL early stop, linear learning-rate
+decay, gradient clipping, observation/reward normalisation, and ``objective: average``
+(differential returns r - ρ̄ with a learned average-reward estimate ρ̄, for continuing tasks).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from rlkit.agent_state import agent_meta
+from rlkit.checkpoint import load_checkpoint, save_checkpoint
+from rlkit.config import config_from_dict
+from rlkit.environments import is_continuing
+from rlkit.logger import NullLogger
+from rlkit.onpolicy import PolicyRunner
+from rlkit.returns import gae
+
+
+@dataclass
+class Config:
+    n_timesteps: int = 100_000
+    n_envs: int = 8
+    n_steps: int = 128                # rollout length per env
+    n_epochs: int = 4
+    batch_size: int = 256             # minibatch size (in transitions)
+    learning_rate: float = 3e-4
+    anneal_lr: bool = True            # linear decay to 0 over n_timesteps
+    gamma: float = 0.99
+    gae_lambda: float = 0.95
+    clip_range: float = 0.2
+    clip_range_vf: float | None = None
+    normalize_advantage: bool = True
+    ent_coef: float = 0.0
+    vf_coef: float = 0.5
+    max_grad_norm: float = 0.5
+    target_kl: float | None = None
+    norm_obs: bool = False
+    norm_reward: bool = False
+    objective: str = "discounted"     # or "average" for continuing tasks
+    avg_reward_lr: float = 0.05       # step size of the average-reward estimate
+    hidden: list[int] = field(default_factory=lambda: [64, 64])
+    activation: str = "tanh"
+    shared: bool = False
+    log_std_init: float = 0.0
+    adam_eps: float = 1e-5
+    torch_threads: int = 1
+
+    def validate(self) -> None:
+        if self.objective not in ("discounted", "average"):
+            raise ValueError(f"objective '{self.objective}' is not one of discounted, average")
+        for name in ("n_envs", "n_steps", "n_epochs", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not 0 <= self.gamma <= 1 or not 0 <= self.gae_lambda <= 1:
+            raise ValueError("gamma and gae_lambda must lie in [0, 1]")
+        if self.learning_rate <= 0:
+            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
+
+
+class PPO:
+    algo_name = "ppo"
+    Config = Config
+
+    def __init__(self, env_id: str, config: Config, *, seed: int = 0, device: str = "auto",
+                 env_kwargs: dict | None = None, logger=None, run_dir: Path | None = None):
+        self.env_id, self.config, self.seed = env_id, config, seed
+        self.env_kwargs = dict(env_kwargs or {})
+        self.logger, self.run_dir = logger or NullLogger(), run_dir
+        c = config
+        self.runner = PolicyRunner(env_id, self.env_kwargs, n_envs=c.n_envs, n_steps=c.n_steps, seed=seed,
+                                   device=device, hidden=c.hidden, activation=c.activation, shared=c.shared,
+                                   log_std_init=c.log_std_init, norm_obs=c.norm_obs, norm_reward=c.norm_reward,
+                                   gamma=c.gamma, torch_threads=c.torch_threads, logger=self.logger)
+        self.model, self.device = self.runner.model, self.runner.device
+        self.observation_space, self.action_space = self.runner.observation_space, self.runner.action_space
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=c.learning_rate, eps=c.adam_eps)
+        self.num_timesteps = 0
+        self.avg_reward = 0.0  # ρ̄, used only with objective: average
+        self.continuing = is_continuing(env_id)
+
+    # --- the algorithm -------------------------------------------------------------------
+    def learn(self, total_timesteps: int, callback=None) -> "PPO":
+        c, rollout = self.config, self.runner.rollout
+        batch_steps = c.n_envs * c.n_steps
+        while self.num_timesteps < total_timesteps:
+            if c.anneal_lr:
+                frac = 1.0 - self.num_timesteps / max(total_timesteps, c.n_timesteps)
+                for group in self.optimizer.param_groups:
+                    group["lr"] = frac * c.learning_rate
+            batch = rollout.collect(self.runner.policy_step)
+            self.num_timesteps += batch_steps
+            stats = self.update(batch)
+            stats["train/learning_rate"] = self.optimizer.param_groups[0]["lr"]
+            self.logger.scalars(stats, self.num_timesteps)
+            self.logger.rollout_summary(self.num_timesteps,
+                                        rollout.reward_rate() if self.continuing else None)
+            if callback is not None and not callback.on_step(self.num_timesteps, self):
+                break
+        return self
+
+    def update(self, b) -> dict:
+        c = self.config
+        with torch.no_grad():
+            rewards = b.rewards
+            if c.objective == "average":
+                # Differential reward r - ρ̄; ρ̄ tracks the mean reward of the valid steps.
+                batch_rate = float(rewards[b.valid].mean())
+                self.avg_reward += c.avg_reward_lr * (batch_rate - self.avg_reward)
+                rewards = rewards - self.avg_reward
+            last_value = self.model.get_value(b.next_obs)
+            advantages, returns = gae(rewards, b.values, b.terminated, b.truncated, b.valid,
+                                      last_value, c.gamma, c.gae_lambda)
+        valid = b.valid.flatten()
+        obs = b.obs.flatten(0, 1)[valid]
+        actions = b.actions.flatten(0, 1)[valid]
+        old_logp, old_values = b.logprobs.flatten()[valid], b.values.flatten()[valid]
+        advantages, returns = advantages.flatten()[valid], returns.flatten()[valid]
+
+        n = obs.shape[0]
+        clipfracs, kls = [], []
+        for _epoch in range(c.n_epochs):
+            perm = torch.randperm(n, device=self.device)
+            for start in range(0, n, c.batch_size):
+                idx = perm[start:start + c.batch_size]
+                dist, values = self.model(obs[idx])
+                logp = dist.log_prob(actions[idx])
+                log_ratio = logp - old_logp[idx]
+                ratio = log_ratio.exp()
+                with torch.no_grad():  # http://joschu.net/blog/kl-approx.html
+                    kls.append(((ratio - 1) - log_ratio).mean().item())
+                    clipfracs.append(((ratio - 1).abs() > c.clip_range).float().mean().item())
+                adv = advantages[idx]
+                if c.normalize_advantage and len(idx) > 1:
+                    adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+                pg_loss = torch.max(-adv * ratio, -adv * ratio.clamp(1 - c.clip_range, 1 + c.clip_range)).mean()
+                if c.clip_range_vf is None:
+                    v_loss = 0.5 * ((values - returns[idx]) ** 2).mean()
+                else:
+                    v_clipped = old_values[idx] + (values - old_values[idx]).clamp(-c.clip_range_vf, c.clip_range_vf)
+                    v_loss = 0.5 * torch.max((values - returns[idx]) ** 2, (v_clipped - returns[idx]) ** 2).mean()
+                entropy = dist.entropy().mean()
+                loss = pg_loss + c.vf_coef * v_loss - c.ent_coef * entropy
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), c.max_grad_norm)
+                self.optimizer.step()
+            if c.target_kl is not None and np.mean(kls[-max(1, n // c.batch_size):]) > 1.5 * c.target_kl:
+                break
+        var_y = returns.var()
+        explained = float(1 - (returns - old_values).var() / var_y) if var_y > 0 else float("nan")
+        return {"train/loss": loss.item(), "train/policy_gradient_loss": pg_loss.item(),
+                "train/value_loss": v_loss.item(), "train/entropy_loss": -entropy.item(),
+                "train/approx_kl": float(np.mean(kls)), "train/clip_fraction": float(np.mean(clipfracs)),
+                "train/explained_variance": explained, "train/average_reward": self.avg_reward}
+
+    # --- the agent protocol --------------------------------------------------------------
+    def predict(self, obs, deterministic: bool = True) -> np.ndarray:
+        return self.runner.predict(obs, deterministic)
+
+    def save(self, path: Path) -> None:
+        state = {**self.runner.state(), "optimizer": self.optimizer.state_dict()}
+        save_checkpoint(path, state, agent_meta(self.algo_name, self, avg_reward=self.avg_reward))
+
+    @classmethod
+    def load(cls, path: Path, device: str = "cpu") -> "PPO":
+        state, meta = load_checkpoint(path, device)
+        agent = cls(meta["env_id"], config_from_dict(cls.Config, meta["config"]), seed=meta["seed"],
+                    device=device, env_kwargs=meta.get("env_kwargs"))
+        agent.runner.load_state(state)
+        agent.optimizer.load_state_dict(state["optimizer"])
+        agent.num_timesteps = int(meta["num_timesteps"])
+        agent.avg_reward = float(meta.get("avg_reward", 0.0))
+        return agent
+
+    def close(self) -> None:
+        self.runner.close()

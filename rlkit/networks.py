@@ -1,0 +1,185 @@
+"""Networks shared by the hand-written agents: torsos chosen from the observation space, heads from the
+action space, and an actor-critic module that composes them.
+
+- vector observations -> MLP; image observations (H, W, C uint8 Box) -> Nature-style CNN.
+- Discrete -> categorical, MultiDiscrete -> independent categoricals, Box -> diagonal Gaussian with a
+  state-independent log std (as in SB3 / CleanRL); samples are clipped to the Box by the rollout.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from gymnasium import spaces
+from torch import nn
+from torch.distributions import Categorical, Normal
+
+# Argument validation in torch.distributions costs ~10% of a small-MLP rollout; our inputs are
+# produced by our own networks, so it is switched off.
+torch.distributions.Distribution.set_default_validate_args(False)
+
+ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU, "gelu": nn.GELU, "elu": nn.ELU}
+
+
+def is_image_space(space: spaces.Space) -> bool:
+    return isinstance(space, spaces.Box) and len(space.shape) == 3 and space.dtype == np.uint8
+
+
+def init_layer(layer: nn.Module, gain: float = math.sqrt(2), bias: float = 0.0) -> nn.Module:
+    """Orthogonal init (the PPO implementation details every strong baseline uses)."""
+    nn.init.orthogonal_(layer.weight, gain)
+    nn.init.constant_(layer.bias, bias)
+    return layer
+
+
+def mlp(in_dim: int, hidden: list[int], activation: str = "tanh") -> tuple[nn.Module, int]:
+    layers, dim = [], in_dim
+    for h in hidden:
+        layers += [init_layer(nn.Linear(dim, h)), ACTIVATIONS[activation]()]
+        dim = h
+    return nn.Sequential(*layers), dim
+
+
+class NatureCNN(nn.Module):
+    """Mnih et al. 2015 torso for (H, W, C) uint8 frames; scales to [0, 1] itself."""
+
+    def __init__(self, obs_shape: tuple[int, int, int], features: int = 512):
+        super().__init__()
+        h, w, c = obs_shape
+        self.conv = nn.Sequential(
+            init_layer(nn.Conv2d(c, 32, 8, stride=4)), nn.ReLU(),
+            init_layer(nn.Conv2d(32, 64, 4, stride=2)), nn.ReLU(),
+            init_layer(nn.Conv2d(64, 64, 3, stride=1)), nn.ReLU(), nn.Flatten())
+        with torch.no_grad():
+            n = self.conv(torch.zeros(1, c, h, w)).shape[1]
+        self.fc = nn.Sequential(init_layer(nn.Linear(n, features)), nn.ReLU())
+        self.out_dim = features
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        x = obs.permute(0, 3, 1, 2).float() / 255.0
+        return self.fc(self.conv(x))
+
+
+class VectorTorso(nn.Module):
+    def __init__(self, obs_space: spaces.Box, hidden: list[int], activation: str):
+        super().__init__()
+        self.net, self.out_dim = mlp(int(np.prod(obs_space.shape)), hidden, activation)
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.net(obs.float().flatten(1))
+
+
+def make_torso(obs_space: spaces.Space, hidden: list[int], activation: str = "tanh") -> nn.Module:
+    if is_image_space(obs_space):
+        return NatureCNN(obs_space.shape)
+    if isinstance(obs_space, spaces.Box):
+        return VectorTorso(obs_space, hidden, activation)
+    raise ValueError(f"unsupported observation space {obs_space}")
+
+
+class ActionHead(nn.Module):
+    """features -> a torch distribution over actions with summed per-dimension log-probs."""
+
+    def __init__(self, action_space: spaces.Space, in_dim: int, log_std_init: float = 0.0):
+        super().__init__()
+        self.space = action_space
+        if isinstance(action_space, spaces.Discrete):
+            self.logits = init_layer(nn.Linear(in_dim, int(action_space.n)), gain=0.01)
+        elif isinstance(action_space, spaces.MultiDiscrete):
+            self.nvec = [int(n) for n in action_space.nvec]
+            self.logits = init_layer(nn.Linear(in_dim, sum(self.nvec)), gain=0.01)
+        elif isinstance(action_space, spaces.Box):
+            dim = int(np.prod(action_space.shape))
+            self.mean = init_layer(nn.Linear(in_dim, dim), gain=0.01)
+            self.log_std = nn.Parameter(torch.full((dim,), float(log_std_init)))
+        else:
+            raise ValueError(f"unsupported action space {action_space}")
+
+    def forward(self, features: torch.Tensor) -> "ActionDist":
+        if isinstance(self.space, spaces.Discrete):
+            return ActionDist([Categorical(logits=self.logits(features))], kind="discrete")
+        if isinstance(self.space, spaces.MultiDiscrete):
+            chunks = torch.split(self.logits(features), self.nvec, dim=-1)
+            return ActionDist([Categorical(logits=c) for c in chunks], kind="multidiscrete")
+        mean = self.mean(features)
+        return ActionDist([Normal(mean, self.log_std.expand_as(mean).exp())], kind="box",
+                          shape=self.space.shape)
+
+
+class ActionDist:
+    def __init__(self, dists, kind: str, shape=None):
+        self.dists, self.kind, self.shape = dists, kind, shape
+
+    def sample(self) -> torch.Tensor:
+        return self._pack([d.sample() for d in self.dists])
+
+    def mode(self) -> torch.Tensor:
+        if self.kind == "box":
+            return self._pack([self.dists[0].mean])
+        return self._pack([d.probs.argmax(-1) for d in self.dists])
+
+    def log_prob(self, actions: torch.Tensor) -> torch.Tensor:
+        if self.kind == "discrete":
+            return self.dists[0].log_prob(actions)
+        if self.kind == "multidiscrete":
+            return sum(d.log_prob(actions[..., i]) for i, d in enumerate(self.dists))
+        return self.dists[0].log_prob(actions.flatten(1)).sum(-1)
+
+    def entropy(self) -> torch.Tensor:
+        if self.kind == "box":
+            return self.dists[0].entropy().sum(-1)
+        return sum(d.entropy() for d in self.dists)
+
+    def _pack(self, parts):
+        if self.kind == "discrete":
+            return parts[0]
+        if self.kind == "multidiscrete":
+            return torch.stack(parts, dim=-1)
+        return parts[0].reshape(-1, *self.shape)
+
+
+class ActorCritic(nn.Module):
+    """Policy and value function over one shared torso, or two separate ones (``shared=False``)."""
+
+    def __init__(self, obs_space, action_space, hidden=(64, 64), activation="tanh", shared=False,
+                 log_std_init=0.0, critic=True):
+        super().__init__()
+        hidden = list(hidden)
+        self.shared = shared or is_image_space(obs_space)  # CNNs share their torso, as in Nature DQN/PPO
+        self.actor_torso = make_torso(obs_space, hidden, activation)
+        self.critic_torso = None
+        if critic and not self.shared:
+            self.critic_torso = make_torso(obs_space, hidden, activation)
+        self.head = ActionHead(action_space, self.actor_torso.out_dim, log_std_init)
+        self.value = init_layer(nn.Linear(self.actor_torso.out_dim, 1), gain=1.0) if critic else None
+
+    def forward(self, obs: torch.Tensor):
+        """(action distribution, value or None)."""
+        features = self.actor_torso(obs)
+        dist = self.head(features)
+        if self.value is None:
+            return dist, None
+        vf = features if self.critic_torso is None else self.critic_torso(obs)
+        return dist, self.value(vf).squeeze(-1)
+
+    def get_value(self, obs: torch.Tensor) -> torch.Tensor:
+        torso = self.critic_torso or self.actor_torso
+        return self.value(torso(obs)).squeeze(-1)
+
+
+def resolve_device(device: str, obs_space: spaces.Space) -> torch.device:
+    """``auto``: CUDA for CNN policies when present, CPU for small MLPs (faster there, as SB3 notes)."""
+    if device == "auto":
+        return torch.device("cuda" if is_image_space(obs_space) and torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        from rlkit.errors import UsageError
+
+        raise UsageError(f"--device {device} asked for, but CUDA is not available on this machine")
+    try:
+        return torch.device(device)
+    except RuntimeError:
+        from rlkit.errors import UsageError
+
+        raise UsageError(f"--device '{device}' is not one of auto, cpu, cuda, cuda:<i>") from None

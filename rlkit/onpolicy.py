@@ -1,0 +1,75 @@
+"""What an on-policy agent needs besides its maths: env, network, rollout, predict, state.
+
+REINFORCE, Actor-Critic, PPO (and A3C / Ray workers) each hold a ``PolicyRunner`` and keep only
+their loss and update loop in their own file (composition, not inheritance).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from gymnasium.wrappers.vector import NormalizeObservation, NormalizeReward
+
+from rlkit.agent_state import load_rms, normalize, rms_state, rng_state, set_rng_state
+from rlkit.environments import make_vec_env, seed_everything
+from rlkit.networks import ActorCritic, is_image_space, resolve_device
+from rlkit.rollout import Rollout, env_action
+
+
+class PolicyRunner:
+    def __init__(self, env_id: str, env_kwargs: dict, *, n_envs: int, n_steps: int, seed: int, device: str,
+                 hidden=(64, 64), activation: str = "tanh", shared: bool = False, log_std_init: float = 0.0,
+                 critic: bool = True, norm_obs: bool = False, norm_reward: bool = False, gamma: float = 0.99,
+                 torch_threads: int = 0, logger=None):
+        seed_everything(seed)
+        if torch_threads > 0:
+            torch.set_num_threads(torch_threads)  # tiny MLPs run fastest on one thread
+        self.venv = make_vec_env(env_id, n_envs, seed=seed, env_kwargs=env_kwargs)
+        self.observation_space = self.venv.single_observation_space
+        self.action_space = self.venv.single_action_space
+        if norm_obs and is_image_space(self.observation_space):
+            norm_obs = False  # pixels are scaled to [0, 1] by the CNN instead
+        self.obs_norm = NormalizeObservation(self.venv) if norm_obs else None
+        env = self.obs_norm or self.venv
+        self.reward_norm = NormalizeReward(env, gamma=gamma) if norm_reward else None
+        self.env = self.reward_norm or env
+        self.device = resolve_device(device, self.observation_space)
+        self.model = ActorCritic(self.observation_space, self.action_space, hidden=hidden, activation=activation,
+                                 shared=shared, log_std_init=log_std_init, critic=critic).to(self.device)
+        self.rollout = Rollout(self.env, n_steps, self.device, seed=seed, logger=logger)
+
+    def policy_step(self, obs: torch.Tensor):
+        """Sample actions for a rollout: (actions, log-probs, values)."""
+        dist, value = self.model(obs)
+        actions = dist.sample()
+        if value is None:
+            value = torch.zeros(obs.shape[0], device=obs.device)
+        return actions, dist.log_prob(actions), value
+
+    @torch.no_grad()
+    def predict(self, obs, deterministic: bool = True) -> np.ndarray:
+        obs = np.asarray(obs)
+        if self.obs_norm is not None:
+            obs = normalize(obs, self.obs_norm.obs_rms)
+        dist, _ = self.model(torch.as_tensor(obs, device=self.device))
+        actions = dist.mode() if deterministic else dist.sample()
+        return env_action(actions, self.action_space)
+
+    def state(self) -> dict:
+        out = {"model": self.model.state_dict(), "rng": rng_state()}
+        if self.obs_norm is not None:
+            out["obs_rms"] = rms_state(self.obs_norm.obs_rms)
+        if self.reward_norm is not None:
+            out["return_rms"] = rms_state(self.reward_norm.return_rms)
+        return out
+
+    def load_state(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        set_rng_state(state["rng"])
+        if self.obs_norm is not None and "obs_rms" in state:
+            load_rms(self.obs_norm.obs_rms, state["obs_rms"])
+        if self.reward_norm is not None and "return_rms" in state:
+            load_rms(self.reward_norm.return_rms, state["return_rms"])
+
+    def close(self) -> None:
+        self.env.close()

@@ -1,0 +1,95 @@
+"""Rollout collection over a NEXT_STEP vector env into tensors on the learner's device.
+
+Written once, called by every on-policy agent (REINFORCE, Actor-Critic, PPO, A3C workers,
+Ray rollout workers): ``Rollout.collect(policy)`` steps the env ``n_steps`` times and returns a
+``Batch`` whose ``valid`` mask marks the autoreset steps to leave out of losses.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+from gymnasium import spaces
+
+from rlkit.environments import finished_episodes
+
+
+@dataclass
+class Batch:
+    obs: torch.Tensor          # (T, N, *obs_shape), kept in the env's dtype (uint8 pixels stay uint8)
+    actions: torch.Tensor      # (T, N, *act_shape)
+    logprobs: torch.Tensor     # (T, N)
+    values: torch.Tensor       # (T, N)
+    rewards: torch.Tensor      # (T, N) as the env gave them (scaled copies are the agent's business)
+    terminated: torch.Tensor   # (T, N) bool
+    truncated: torch.Tensor    # (T, N) bool
+    valid: torch.Tensor        # (T, N) bool, False on autoreset steps
+    next_obs: torch.Tensor     # (N, *obs_shape): the observation after the last step
+
+
+# policy(obs_tensor) -> (actions, logprobs, values), all tensors on the learner's device
+PolicyStep = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
+
+
+def env_action(actions: torch.Tensor, action_space: spaces.Space) -> np.ndarray:
+    """Tensor actions -> what the env accepts (Gaussian samples are clipped to the Box, as SB3 does)."""
+    a = actions.cpu().numpy()
+    if isinstance(action_space, spaces.Box):
+        return np.clip(a, action_space.low, action_space.high).astype(action_space.dtype)
+    return a
+
+
+class Rollout:
+    """Owns the vector env's current observation and which envs are due an autoreset step."""
+
+    def __init__(self, venv, n_steps: int, device: torch.device, seed: int | None = None, logger=None):
+        self.venv, self.n_steps, self.device, self.logger = venv, n_steps, torch.device(device), logger
+        self.n_envs = venv.num_envs
+        obs, _ = venv.reset(seed=seed)
+        self.obs = torch.as_tensor(obs, device=self.device)
+        self.resetting = torch.zeros(self.n_envs, dtype=torch.bool, device=self.device)
+        obs_space, act_space = venv.single_observation_space, venv.single_action_space
+        T, N = n_steps, self.n_envs
+        self.buf = Batch(
+            obs=torch.zeros((T, N, *obs_space.shape), dtype=self.obs.dtype, device=self.device),
+            actions=torch.zeros((T, N, *act_space.shape),
+                                dtype=torch.long if isinstance(act_space, (spaces.Discrete, spaces.MultiDiscrete))
+                                else torch.float32, device=self.device),
+            logprobs=torch.zeros((T, N), device=self.device), values=torch.zeros((T, N), device=self.device),
+            rewards=torch.zeros((T, N), device=self.device),
+            terminated=torch.zeros((T, N), dtype=torch.bool, device=self.device),
+            truncated=torch.zeros((T, N), dtype=torch.bool, device=self.device),
+            valid=torch.zeros((T, N), dtype=torch.bool, device=self.device), next_obs=self.obs)
+        self.reward_sum, self.reward_steps = 0.0, 0  # reward rate over valid steps, for continuing tasks
+
+    @torch.no_grad()
+    def collect(self, policy: PolicyStep) -> Batch:
+        b, space = self.buf, self.venv.single_action_space
+        for t in range(self.n_steps):
+            actions, logprobs, values = policy(self.obs)
+            obs, rewards, terminated, truncated, infos = self.venv.step(env_action(actions, space))
+            b.obs[t] = self.obs
+            b.actions[t] = actions
+            b.logprobs[t] = logprobs
+            b.values[t] = values
+            b.rewards[t] = torch.as_tensor(rewards, dtype=torch.float32, device=self.device)
+            b.terminated[t] = torch.as_tensor(terminated, device=self.device)
+            b.truncated[t] = torch.as_tensor(truncated, device=self.device)
+            b.valid[t] = ~self.resetting
+            self.resetting = b.terminated[t] | b.truncated[t]
+            self.obs = torch.as_tensor(obs, device=self.device)
+            if self.logger is not None and "episode" in infos:
+                self.logger.episodes(*finished_episodes(infos))
+        self.reward_sum += float(b.rewards[b.valid].sum())
+        self.reward_steps += int(b.valid.sum())
+        b.next_obs = self.obs
+        return b
+
+    def reward_rate(self) -> float:
+        """Mean reward per (valid) step since the last call."""
+        rate = self.reward_sum / max(1, self.reward_steps)
+        self.reward_sum, self.reward_steps = 0.0, 0
+        return rate
