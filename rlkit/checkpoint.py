@@ -72,7 +72,8 @@ def load_checkpoint(path: Path, device: str = "cpu") -> tuple[dict[str, Any], di
     if not path.is_file():
         raise UsageError(f"checkpoint {path} does not exist")
     try:
-        blob = torch.load(path, map_location=device, weights_only=True)
+        # Tensors land on the CPU unless a concrete device is named; agents move them to theirs.
+        blob = torch.load(path, map_location="cpu" if device == "auto" else device, weights_only=True)
     except Exception as exc:  # truncated, corrupted, or holding pickled objects
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UsageError(f"checkpoint {path} is corrupted or not an rlkit checkpoint ({first[:120]})") from None

@@ -164,6 +164,8 @@ def resume(run_dir: Path, progress: bool = True, device: str | None = None) -> P
     run_dir = Path(run_dir)
     settings = runs.read_config(run_dir)
     ckpt = runs.latest_checkpoint(run_dir)
+    for stale in runs.checkpoint_dir(run_dir).glob(".*.tmp"):  # left by a kill in mid-write
+        stale.unlink()
     cls = registry.load_algo(settings["algo"])
     cfg = configlib.config_from_dict(cls.Config, settings.get("hyperparams") or {})
     info = runs.read_run_json(run_dir)
