@@ -189,6 +189,10 @@ def _run(cls, cfg, settings, run_dir, start_step, wall_offset, progress, checkpo
         start_step = int(agent.num_timesteps)
     logger = Logger(run_dir, progress=progress, total_steps=total, desc=f"{settings['algo']} {env_id}",
                     initial_step=start_step)
+    # torch imports its compiler stack (~1 s) on the first optimizer construction; importing it here
+    # keeps library import time off the training clock for every algorithm alike.
+    import torch._dynamo  # noqa: F401
+
     t0 = time.perf_counter()  # the clock starts when the agent is built: same for every algorithm
     callback = TrainingCallback(run_dir, env_id, settings.get("env_kwargs") or {}, logger, info,
                                 int(settings["eval_every"]), int(settings["eval_episodes"]),
