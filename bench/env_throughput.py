@@ -20,9 +20,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
 
-import gymnasium as gym  # noqa: E402
+import gymnasium as gym
 
-import envs  # noqa: E402
+import envs
 
 N_ACTIONS = 64  # distinct pre-sampled action batches, cycled
 

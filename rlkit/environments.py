@@ -33,7 +33,7 @@ def seed_everything(seed: int) -> None:
 def make_env(env_id: str, env_kwargs: dict | None = None, render_mode: str | None = None) -> gym.Env:
     try:
         return gym.make(env_id, render_mode=render_mode, **(env_kwargs or {}))
-    except TypeError as exc:
+    except (TypeError, ValueError) as exc:
         from rlkit.errors import UsageError
 
         raise UsageError(f"env_kwargs {env_kwargs} rejected by {env_id}: {exc}") from None
