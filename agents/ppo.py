@@ -13,7 +13,6 @@ decay, gradient clipping, observation/reward normalisation, and ``objective: ave
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -66,6 +65,8 @@ class Config:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not 0 <= self.gamma <= 1 or not 0 <= self.gae_lambda <= 1:
             raise ValueError("gamma and gae_lambda must lie in [0, 1]")
+        if self.objective == "average" and self.norm_reward:
+            raise ValueError("objective 'average' needs raw rewards: set norm_reward false")
         if self.learning_rate <= 0:
             raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
 
@@ -92,7 +93,7 @@ class PPO:
         self.continuing = is_continuing(env_id)
 
     # --- the algorithm -------------------------------------------------------------------
-    def learn(self, total_timesteps: int, callback=None) -> "PPO":
+    def learn(self, total_timesteps: int, callback=None) -> PPO:
         c, rollout = self.config, self.runner.rollout
         batch_steps = c.n_envs * c.n_steps
         while self.num_timesteps < total_timesteps:
@@ -113,6 +114,8 @@ class PPO:
 
     def update(self, b) -> dict:
         c = self.config
+        if not b.valid.any():  # only autoreset steps (possible with n_steps=1): nothing to learn from
+            return {}
         with torch.no_grad():
             rewards = b.rewards
             if c.objective == "average":
@@ -175,7 +178,7 @@ class PPO:
         save_checkpoint(path, state, agent_meta(self.algo_name, self, avg_reward=self.avg_reward))
 
     @classmethod
-    def load(cls, path: Path, device: str = "cpu") -> "PPO":
+    def load(cls, path: Path, device: str = "cpu") -> PPO:
         state, meta = load_checkpoint(path, device)
         agent = cls(meta["env_id"], config_from_dict(cls.Config, meta["config"]), seed=meta["seed"],
                     device=device, env_kwargs=meta.get("env_kwargs"))

@@ -63,7 +63,7 @@ def main() -> None:
         for algo in args.algos:
             r = run_one(algo, args.env, seed, args)
             results.append(r)
-            print(f"{algo:12s} {seed:4d} {str(r['solved_at_step']):>14s} {str(r['solved_at_s']):>11s} "
+            print(f"{algo:12s} {seed:4d} {r['solved_at_step']!s:>14s} {r['solved_at_s']!s:>11s} "
                   f"{r['final']:10.1f}", flush=True)
 
     print("\nmedians (unsolved runs count as their full steps/time):")

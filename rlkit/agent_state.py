@@ -45,7 +45,10 @@ def rms_state(rms) -> dict:
 
 
 def load_rms(rms, state: dict) -> None:
-    rms.mean, rms.var, rms.count = state["mean"].numpy(), state["var"].numpy(), state["count"]
+    # keep the dtype the wrapper computes in, so a loaded agent normalises bit for bit the same
+    rms.mean = state["mean"].numpy().astype(np.asarray(rms.mean).dtype)
+    rms.var = state["var"].numpy().astype(np.asarray(rms.var).dtype)
+    rms.count = state["count"]
 
 
 def normalize(obs: np.ndarray, rms, eps: float = 1e-8) -> np.ndarray:

@@ -40,6 +40,10 @@ def read_curve(run_dir: Path, tag: str) -> tuple[np.ndarray, np.ndarray]:
     return steps, values
 
 
+def med(xs, fmt) -> str:
+    return fmt(np.median(xs)) if xs else "–"
+
+
 def _first_at_least(evals: list, threshold: float):
     for step, wall, value in evals:
         if value >= threshold:
@@ -119,7 +123,6 @@ def compare(paths, out: Path | None = None, threshold: float | None = None) -> P
                 curves.setdefault(algo, []).append(read_curve(rec["dir"], tag))
             mean, half = ci95(finals)
             ci = f"{mean:.2f} ± {half:.2f}" if not math.isnan(half) else f"{mean:.2f}"
-            med = (lambda xs, f: f(np.median(xs)) if xs else "–")
             rows.append(f"| {algo} | {len(recs)} | {ci} | {len(steps_to)}/{len(recs)} | "
                         f"{med(steps_to, lambda x: f'{x:.0f}')} | {med(secs_to, lambda x: f'{x:.2f}')} | "
                         f"{med(fps, lambda x: f'{x:.0f}')} |")

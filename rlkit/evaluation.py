@@ -18,9 +18,9 @@ def evaluate(agent, env_id: str, episodes: int = 10, seed: int = 10_000, env_kwa
     done_so_far = 0
     while done_so_far < episodes:
         n = min(max_parallel, episodes - done_so_far)
-        r, l = _run_batch(agent, env_id, n, seed + done_so_far, env_kwargs, deterministic)
-        returns.extend(r)
-        lengths.extend(l)
+        batch_returns, batch_lengths = _run_batch(agent, env_id, n, seed + done_so_far, env_kwargs, deterministic)
+        returns.extend(batch_returns)
+        lengths.extend(batch_lengths)
         done_so_far += n
     returns_a, lengths_a = np.asarray(returns, dtype=float), np.asarray(lengths, dtype=int)
     out = {

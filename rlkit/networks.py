@@ -97,7 +97,7 @@ class ActionHead(nn.Module):
         else:
             raise ValueError(f"unsupported action space {action_space}")
 
-    def forward(self, features: torch.Tensor) -> "ActionDist":
+    def forward(self, features: torch.Tensor) -> ActionDist:
         if isinstance(self.space, spaces.Discrete):
             return ActionDist([Categorical(logits=self.logits(features))], kind="discrete")
         if isinstance(self.space, spaces.MultiDiscrete):

@@ -44,9 +44,10 @@ def discounted_returns(rewards: torch.Tensor, terminated: torch.Tensor, truncate
                        valid: torch.Tensor, bootstrap: torch.Tensor, gamma: float) -> torch.Tensor:
     """Monte-Carlo reward-to-go, G_t = r_t + γ G_{t+1}, cut at every episode end.
 
-    ``bootstrap`` (T, N) is the value used where the sum is cut short without a true ending:
-    at a truncation (V(final obs)) and after the last step (V(next obs)); pass zeros for plain
-    REINFORCE without a critic. Terminated episodes always end with 0.
+    ``bootstrap[t]`` must be V(s_{t+1}), i.e. the values shifted by one step and ending with
+    V(next_obs): it is used only where the sum is cut short without a true ending, at a
+    truncation (where s_{t+1} is the final observation) and after the last step. Pass zeros for
+    plain REINFORCE without a critic. Terminated episodes always end with 0.
     """
     T = rewards.shape[0]
     out = torch.zeros_like(rewards)

@@ -7,8 +7,8 @@ Ray rollout workers): ``Rollout.collect(policy)`` steps the env ``n_steps`` time
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import torch
@@ -23,7 +23,7 @@ class Batch:
     actions: torch.Tensor      # (T, N, *act_shape)
     logprobs: torch.Tensor     # (T, N)
     values: torch.Tensor       # (T, N)
-    rewards: torch.Tensor      # (T, N) as the env gave them (scaled copies are the agent's business)
+    rewards: torch.Tensor      # (T, N) as the (possibly NormalizeReward-wrapped) env gave them
     terminated: torch.Tensor   # (T, N) bool
     truncated: torch.Tensor    # (T, N) bool
     valid: torch.Tensor        # (T, N) bool, False on autoreset steps

@@ -206,6 +206,9 @@ def _run(cls, cfg, settings, run_dir, start_step, wall_offset, progress, checkpo
                                backend=settings.get("backend", "local"), workers=settings.get("workers"))
         else:
             agent.logger, agent.run_dir = logger, run_dir
+            rollout = getattr(getattr(agent, "runner", None), "rollout", None)
+            if rollout is not None:  # the rollout counts episodes into the agent's logger
+                rollout.logger = logger
         agent.learn(total, callback=callback)
         steps = int(agent.num_timesteps)
         if callback.last_eval is None or callback.info.get("evals", [[None]])[-1][0] != steps:

@@ -50,7 +50,7 @@ def _make_config(sb3_cls) -> type:
             continue
         default = param.default
         if name in _SCHEDULED:  # float, or "lin_<start>" as in the RL Zoo
-            tp = Optional[Union[float, str]]
+            tp = Optional[float | str]
         elif isinstance(default, bool):
             tp = bool
         elif isinstance(default, int):
@@ -89,7 +89,7 @@ def _policy_kwargs(raw: dict) -> dict:
 class _Bridge(BaseCallback):
     """Forwards SB3's per-step callback to rlkit's TrainingCallback and progress bar."""
 
-    def __init__(self, agent: "SB3Agent", callback):
+    def __init__(self, agent: SB3Agent, callback):
         super().__init__()
         self.agent, self.rlkit_callback = agent, callback
         self._reward_sum, self._reward_steps = 0.0, 0
@@ -150,7 +150,7 @@ class SB3Agent:
     def num_timesteps(self) -> int:
         return int(self.model.num_timesteps)
 
-    def learn(self, total_timesteps: int, callback=None) -> "SB3Agent":
+    def learn(self, total_timesteps: int, callback=None) -> SB3Agent:
         remaining = int(total_timesteps) - self.num_timesteps
         if remaining > 0:
             self.model.learn(remaining, callback=_Bridge(self, callback), reset_num_timesteps=False,
@@ -167,7 +167,8 @@ class SB3Agent:
         state = {"params": self.model.get_parameters()}
         if self.vecnorm is not None:
             state["vecnormalize"] = {
-                "obs_mean": torch.as_tensor(self.vecnorm.obs_rms.mean), "obs_var": torch.as_tensor(self.vecnorm.obs_rms.var),
+                "obs_mean": torch.as_tensor(self.vecnorm.obs_rms.mean),
+                "obs_var": torch.as_tensor(self.vecnorm.obs_rms.var),
                 "obs_count": float(self.vecnorm.obs_rms.count), "ret_mean": torch.as_tensor(self.vecnorm.ret_rms.mean),
                 "ret_var": torch.as_tensor(self.vecnorm.ret_rms.var), "ret_count": float(self.vecnorm.ret_rms.count)}
         meta = {"algo": self.algo_name, "env_id": self.env_id, "env_kwargs": self.env_kwargs, "seed": self.seed,
@@ -178,7 +179,7 @@ class SB3Agent:
         save_checkpoint(path, state, meta)
 
     @classmethod
-    def load(cls, path: Path, device: str = "cpu") -> "SB3Agent":
+    def load(cls, path: Path, device: str = "cpu") -> SB3Agent:
         state, meta = load_checkpoint(path)
         if meta.get("algo") != cls.algo_name:
             raise UsageError(f"checkpoint {path} holds a '{meta.get('algo')}' agent, not '{cls.algo_name}'")

@@ -1,0 +1,181 @@
+"""Synchronous advantage actor-critic (A2C; Mnih et al. 2016, the synchronous variant).
+
+The whole algorithm is in ``ActorCritic.learn``/``ActorCritic.update``: collect T (a few) steps from N
+envs, compute returns R_t and advantages A_t = R_t - V(s_t) with one backward pass of GAE over the
+rollout (``gae_lambda: 1.0`` gives the classic n-step return r_t + γ r_{t+1} + ... + γ^k V(s_{t+k}),
+λ < 1 gives GAE), then ONE gradient step on
+
+    L = -E[log π(a|s) A] + c_v E[(V - R)^2] / 2 - c_e E[H[π]]
+
+Returns stop at every episode end; they bootstrap with V(final observation) at a truncation and with
+V(next obs) at the rollout cut, and are zero after a true termination (``rlkit.returns.gae``). The
+autoreset steps of the NEXT_STEP vector env (``valid`` False) are masked out of every loss.
+Options: RMSprop (as in the paper / SB3) or Adam, gradient clipping, linear learning-rate decay,
+shared or separate torso, observation/reward normalisation, and ``objective: average`` (differential
+returns r - ρ̄ with a running estimate ρ̄ of the reward rate, for continuing tasks), as PPO does it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from rlkit.agent_state import agent_meta
+from rlkit.checkpoint import load_checkpoint, save_checkpoint
+from rlkit.config import config_from_dict
+from rlkit.environments import is_continuing
+from rlkit.logger import NullLogger
+from rlkit.onpolicy import PolicyRunner
+from rlkit.returns import gae
+
+
+@dataclass
+class Config:
+    n_timesteps: int = 200_000
+    n_envs: int = 8
+    n_steps: int = 5                  # rollout length per env = the "n" of the n-step return
+    learning_rate: float = 7e-4
+    anneal_lr: bool = False           # linear decay to 0 over n_timesteps
+    optimizer: str = "rmsprop"        # or "adam"
+    rmsprop_alpha: float = 0.99       # RMSprop smoothing constant (SB3 / the A3C paper)
+    optim_eps: float = 1e-5
+    gamma: float = 0.99
+    gae_lambda: float = 1.0           # 1.0 = n-step returns, < 1 = GAE
+    normalize_advantage: bool = False
+    ent_coef: float = 0.0
+    vf_coef: float = 0.5
+    max_grad_norm: float | None = 0.5
+    norm_obs: bool = False
+    norm_reward: bool = False
+    objective: str = "discounted"     # or "average" for continuing tasks
+    avg_reward_lr: float = 0.05       # step size of the average-reward estimate
+    hidden: list[int] = field(default_factory=lambda: [64, 64])
+    activation: str = "tanh"
+    shared: bool = False
+    log_std_init: float = 0.0
+    torch_threads: int = 1
+
+    def validate(self) -> None:
+        if self.objective not in ("discounted", "average"):
+            raise ValueError(f"objective '{self.objective}' is not one of discounted, average")
+        if self.optimizer not in ("rmsprop", "adam"):
+            raise ValueError(f"optimizer '{self.optimizer}' is not one of rmsprop, adam")
+        for name in ("n_envs", "n_steps"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not 0 <= self.gamma <= 1 or not 0 <= self.gae_lambda <= 1:
+            raise ValueError("gamma and gae_lambda must lie in [0, 1]")
+        if self.learning_rate <= 0:
+            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
+
+
+class ActorCritic:
+    algo_name = "actor-critic"
+    Config = Config
+
+    def __init__(self, env_id: str, config: Config, *, seed: int = 0, device: str = "auto",
+                 env_kwargs: dict | None = None, logger=None, run_dir: Path | None = None):
+        self.env_id, self.config, self.seed = env_id, config, seed
+        self.env_kwargs = dict(env_kwargs or {})
+        self.logger, self.run_dir = logger or NullLogger(), run_dir
+        c = config
+        self.runner = PolicyRunner(env_id, self.env_kwargs, n_envs=c.n_envs, n_steps=c.n_steps, seed=seed,
+                                   device=device, hidden=c.hidden, activation=c.activation, shared=c.shared,
+                                   log_std_init=c.log_std_init, norm_obs=c.norm_obs, norm_reward=c.norm_reward,
+                                   gamma=c.gamma, torch_threads=c.torch_threads, logger=self.logger)
+        self.model, self.device = self.runner.model, self.runner.device
+        self.observation_space, self.action_space = self.runner.observation_space, self.runner.action_space
+        if c.optimizer == "rmsprop":
+            self.optimizer = torch.optim.RMSprop(self.model.parameters(), lr=c.learning_rate,
+                                                 alpha=c.rmsprop_alpha, eps=c.optim_eps)
+        else:
+            self.optimizer = torch.optim.Adam(self.model.parameters(), lr=c.learning_rate, eps=c.optim_eps)
+        self.num_timesteps = 0
+        self.avg_reward = 0.0  # ρ̄, used only with objective: average
+        self.continuing = is_continuing(env_id)
+
+    # --- the algorithm -------------------------------------------------------------------
+    def learn(self, total_timesteps: int, callback=None) -> ActorCritic:
+        c, rollout = self.config, self.runner.rollout
+        batch_steps = c.n_envs * c.n_steps
+        while self.num_timesteps < total_timesteps:
+            if c.anneal_lr:
+                frac = 1.0 - self.num_timesteps / max(total_timesteps, c.n_timesteps)
+                for group in self.optimizer.param_groups:
+                    group["lr"] = frac * c.learning_rate
+            batch = rollout.collect(self.runner.policy_step)
+            self.num_timesteps += batch_steps
+            stats = self.update(batch)
+            stats["train/learning_rate"] = self.optimizer.param_groups[0]["lr"]
+            self.logger.scalars(stats, self.num_timesteps)
+            self.logger.rollout_summary(self.num_timesteps,
+                                        rollout.reward_rate() if self.continuing else None)
+            if callback is not None and not callback.on_step(self.num_timesteps, self):
+                break
+        return self
+
+    def update(self, b) -> dict:
+        c = self.config
+        if not b.valid.any():  # only reset steps (possible with n_envs * n_steps tiny): nothing to learn
+            return {}
+        with torch.no_grad():
+            rewards = b.rewards
+            if c.objective == "average":
+                # Differential reward r - ρ̄; ρ̄ tracks the mean reward of the valid steps.
+                batch_rate = float(rewards[b.valid].mean())
+                self.avg_reward += c.avg_reward_lr * (batch_rate - self.avg_reward)
+                rewards = rewards - self.avg_reward
+            last_value = self.model.get_value(b.next_obs)
+            # n-step (λ = 1) or GAE returns, bootstrapped from the rollout's own values.
+            advantages, returns = gae(rewards, b.values, b.terminated, b.truncated, b.valid,
+                                      last_value, c.gamma, c.gae_lambda)
+        valid = b.valid.flatten()
+        obs, actions = b.obs.flatten(0, 1)[valid], b.actions.flatten(0, 1)[valid]
+        advantages, returns = advantages.flatten()[valid], returns.flatten()[valid]
+        old_values = b.values.flatten()[valid]
+        if c.normalize_advantage and advantages.numel() > 1:
+            advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+
+        # Re-evaluate the batch with gradients: the rollout ran under no_grad (and the same
+        # parameters), so log π and V here equal the collected ones but carry the graph.
+        dist, values = self.model(obs)
+        pg_loss = -(dist.log_prob(actions) * advantages).mean()
+        v_loss = 0.5 * ((values - returns) ** 2).mean()
+        entropy = dist.entropy().mean()
+        loss = pg_loss + c.vf_coef * v_loss - c.ent_coef * entropy
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if c.max_grad_norm is not None:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), c.max_grad_norm)
+        self.optimizer.step()
+
+        var_y = returns.var() if returns.numel() > 1 else torch.tensor(0.0)
+        explained = float(1 - (returns - old_values).var() / var_y) if var_y > 0 else float("nan")
+        return {"train/loss": loss.item(), "train/policy_loss": pg_loss.item(),
+                "train/value_loss": v_loss.item(), "train/entropy_loss": -entropy.item(),
+                "train/explained_variance": explained, "train/average_reward": self.avg_reward}
+
+    # --- the agent protocol --------------------------------------------------------------
+    def predict(self, obs, deterministic: bool = True) -> np.ndarray:
+        return self.runner.predict(obs, deterministic)
+
+    def save(self, path: Path) -> None:
+        state = {**self.runner.state(), "optimizer": self.optimizer.state_dict()}
+        save_checkpoint(path, state, agent_meta(self.algo_name, self, avg_reward=self.avg_reward))
+
+    @classmethod
+    def load(cls, path: Path, device: str = "cpu") -> ActorCritic:
+        state, meta = load_checkpoint(path, device)
+        agent = cls(meta["env_id"], config_from_dict(cls.Config, meta["config"]), seed=meta["seed"],
+                    device=device, env_kwargs=meta.get("env_kwargs"))
+        agent.runner.load_state(state)
+        agent.optimizer.load_state_dict(state["optimizer"])
+        agent.num_timesteps = int(meta["num_timesteps"])
+        agent.avg_reward = float(meta.get("avg_reward", 0.0))
+        return agent
+
+    def close(self) -> None:
+        self.runner.close()

@@ -1,0 +1,174 @@
+"""REINFORCE (Williams 1992): Monte-Carlo policy gradient with reward-to-go and an optional baseline.
+
+The whole algorithm is in ``Reinforce.learn``/``Reinforce.update``: collect long rollouts (``n_steps``
+per env, long enough to hold whole episodes), compute the reward-to-go
+
+    G_t = r_t + γ r_{t+1} + γ² r_{t+2} + ...   (cut at the end of s_t's episode)
+
+then ONE gradient step on
+
+    L = -E[log π(a_t|s_t) (G_t - b(s_t))] + c_v E[(V(s_t) - G_t)^2] / 2 - c_e E[H[π]]
+
+With ``baseline: true`` b = V, a learned value network (the critic of the PolicyRunner) fitted to G_t
+by the second term; it reduces variance and leaves the gradient unbiased. With ``baseline: false``
+b = 0 and there is no value term.
+
+Where the sum is cut short without a true ending, the missing tail must be estimated: at a
+truncation (time limit) and at the rollout cut (episode still running at the end of the batch) we
+bootstrap with V(next observation) when the baseline exists. Without a baseline there is no estimate
+and the tail is taken as 0, i.e. plain truncated Monte-Carlo returns; keep ``n_steps`` at least the
+episode length so that is rare. A true termination always ends with 0. The autoreset steps of the
+NEXT_STEP vector env (``valid`` False) are masked out of every loss.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from rlkit.agent_state import agent_meta
+from rlkit.checkpoint import load_checkpoint, save_checkpoint
+from rlkit.config import config_from_dict
+from rlkit.environments import is_continuing
+from rlkit.logger import NullLogger
+from rlkit.onpolicy import PolicyRunner
+from rlkit.returns import discounted_returns
+
+
+@dataclass
+class Config:
+    n_timesteps: int = 300_000
+    n_envs: int = 4
+    n_steps: int = 512                # rollout length per env: long enough for whole episodes
+    learning_rate: float = 1e-3
+    anneal_lr: bool = False           # linear decay to 0 over n_timesteps
+    gamma: float = 0.99
+    baseline: bool = True             # learned state-value baseline b(s) = V(s)
+    normalize_advantage: bool = True  # standardise G - b over the batch (a second, batch-level baseline)
+    ent_coef: float = 0.0
+    vf_coef: float = 0.5
+    max_grad_norm: float | None = 0.5
+    norm_obs: bool = False
+    norm_reward: bool = False
+    hidden: list[int] = field(default_factory=lambda: [64, 64])
+    activation: str = "tanh"
+    shared: bool = False              # a shared torso lets the value loss pull on the policy's features
+    log_std_init: float = 0.0
+    adam_eps: float = 1e-5
+    torch_threads: int = 1
+
+    def validate(self) -> None:
+        for name in ("n_envs", "n_steps"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not 0 <= self.gamma <= 1:
+            raise ValueError("gamma must lie in [0, 1]")
+        if self.learning_rate <= 0:
+            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
+
+
+class Reinforce:
+    algo_name = "reinforce"
+    Config = Config
+
+    def __init__(self, env_id: str, config: Config, *, seed: int = 0, device: str = "auto",
+                 env_kwargs: dict | None = None, logger=None, run_dir: Path | None = None):
+        self.env_id, self.config, self.seed = env_id, config, seed
+        self.env_kwargs = dict(env_kwargs or {})
+        self.logger, self.run_dir = logger or NullLogger(), run_dir
+        c = config
+        self.runner = PolicyRunner(env_id, self.env_kwargs, n_envs=c.n_envs, n_steps=c.n_steps, seed=seed,
+                                   device=device, hidden=c.hidden, activation=c.activation, shared=c.shared,
+                                   log_std_init=c.log_std_init, critic=c.baseline, norm_obs=c.norm_obs,
+                                   norm_reward=c.norm_reward, gamma=c.gamma, torch_threads=c.torch_threads,
+                                   logger=self.logger)
+        self.model, self.device = self.runner.model, self.runner.device
+        self.observation_space, self.action_space = self.runner.observation_space, self.runner.action_space
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=c.learning_rate, eps=c.adam_eps)
+        self.num_timesteps = 0
+        self.continuing = is_continuing(env_id)
+
+    # --- the algorithm -------------------------------------------------------------------
+    def learn(self, total_timesteps: int, callback=None) -> Reinforce:
+        c, rollout = self.config, self.runner.rollout
+        batch_steps = c.n_envs * c.n_steps
+        while self.num_timesteps < total_timesteps:
+            if c.anneal_lr:
+                frac = 1.0 - self.num_timesteps / max(total_timesteps, c.n_timesteps)
+                for group in self.optimizer.param_groups:
+                    group["lr"] = frac * c.learning_rate
+            batch = rollout.collect(self.runner.policy_step)
+            self.num_timesteps += batch_steps
+            stats = self.update(batch)
+            stats["train/learning_rate"] = self.optimizer.param_groups[0]["lr"]
+            self.logger.scalars(stats, self.num_timesteps)
+            self.logger.rollout_summary(self.num_timesteps,
+                                        rollout.reward_rate() if self.continuing else None)
+            if callback is not None and not callback.on_step(self.num_timesteps, self):
+                break
+        return self
+
+    def update(self, b) -> dict:
+        c = self.config
+        if not b.valid.any():  # only reset steps (possible with n_envs * n_steps tiny): nothing to learn
+            return {}
+        with torch.no_grad():
+            # bootstrap[t] = V(s_{t+1}): under NEXT_STEP the step after a truncation is the reset step,
+            # whose observation is the final one, so values[t + 1] is V(final obs); after the last step
+            # it is V(next_obs). Without a baseline the values are all 0 (plain Monte-Carlo).
+            if c.baseline:
+                next_values = torch.cat([b.values[1:], self.model.get_value(b.next_obs).unsqueeze(0)])
+            else:
+                next_values = torch.zeros_like(b.rewards)
+            returns = discounted_returns(b.rewards, b.terminated, b.truncated, b.valid, next_values, c.gamma)
+        valid = b.valid.flatten()
+        obs, actions = b.obs.flatten(0, 1)[valid], b.actions.flatten(0, 1)[valid]
+        returns = returns.flatten()[valid]
+        old_values = b.values.flatten()[valid]  # zeros without a baseline
+
+        dist, values = self.model(obs)
+        advantages = returns - old_values       # G_t - b(s_t); the baseline gets no policy gradient
+        if c.normalize_advantage and advantages.numel() > 1:
+            advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+        pg_loss = -(dist.log_prob(actions) * advantages).mean()
+        v_loss = 0.5 * ((values - returns) ** 2).mean() if values is not None else torch.zeros(())
+        entropy = dist.entropy().mean()
+        loss = pg_loss + c.vf_coef * v_loss - c.ent_coef * entropy
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if c.max_grad_norm is not None:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), c.max_grad_norm)
+        self.optimizer.step()
+
+        stats = {"train/loss": loss.item(), "train/policy_loss": pg_loss.item(),
+                 "train/entropy_loss": -entropy.item()}
+        if c.baseline:
+            var_y = returns.var() if returns.numel() > 1 else torch.tensor(0.0)
+            stats["train/value_loss"] = v_loss.item()
+            stats["train/explained_variance"] = (float(1 - (returns - old_values).var() / var_y)
+                                                 if var_y > 0 else float("nan"))
+        return stats
+
+    # --- the agent protocol --------------------------------------------------------------
+    def predict(self, obs, deterministic: bool = True) -> np.ndarray:
+        return self.runner.predict(obs, deterministic)
+
+    def save(self, path: Path) -> None:
+        state = {**self.runner.state(), "optimizer": self.optimizer.state_dict()}
+        save_checkpoint(path, state, agent_meta(self.algo_name, self))
+
+    @classmethod
+    def load(cls, path: Path, device: str = "cpu") -> Reinforce:
+        state, meta = load_checkpoint(path, device)
+        agent = cls(meta["env_id"], config_from_dict(cls.Config, meta["config"]), seed=meta["seed"],
+                    device=device, env_kwargs=meta.get("env_kwargs"))
+        agent.runner.load_state(state)
+        agent.optimizer.load_state_dict(state["optimizer"])
+        agent.num_timesteps = int(meta["num_timesteps"])
+        return agent
+
+    def close(self) -> None:
+        self.runner.close()
