@@ -31,6 +31,8 @@ def run_one(algo, env, seed, args) -> dict:
            "--eval-episodes", str(args.eval_episodes), "--run-dir", str(run_dir), "--no-progress"]
     if args.steps:
         cmd += ["--steps", str(args.steps)]
+    if args.baseline_threads and algo.startswith("sb3-"):
+        cmd += ["--set", f"torch_threads={args.baseline_threads}"]
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, cwd=Path(__file__).resolve().parent.parent)
     info = json.loads((run_dir / "run.json").read_text())
     return {"algo": algo, "seed": seed, "solved_at_step": info.get("solved_at_step"),
@@ -50,6 +52,9 @@ def main() -> None:
     p.add_argument("--eval-episodes", type=int, default=10)
     p.add_argument("--runs-root", default="runs")
     p.add_argument("--tag", default="")
+    p.add_argument("--baseline-threads", type=int, default=0,
+                   help="pin SB3's torch threads (rlkit agents use torch_threads=1 from their config); "
+                        "0 = torch's default, as SB3 users get it")
     args = p.parse_args()
     if args.threshold is None:
         args.threshold = THRESHOLDS[args.env]

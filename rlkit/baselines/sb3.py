@@ -44,6 +44,8 @@ def _make_config(sb3_cls) -> type:
         ("policy", str, dataclasses.field(default="MlpPolicy")),
         ("normalize", bool, dataclasses.field(default=False)),
         ("policy_kwargs", dict, dataclasses.field(default_factory=dict)),
+        # 0 keeps torch's default thread count (what SB3 users get); benchmarks may pin it.
+        ("torch_threads", int, dataclasses.field(default=0)),
     ]
     for name, param in inspect.signature(sb3_cls).parameters.items():
         if name in _RESERVED:
@@ -129,7 +131,9 @@ class SB3Agent:
             raise UsageError(f"{type(self).__name__} needs a {names} action space; {env_id} has {venv.action_space}")
         self.vecnorm = VecNormalize(venv) if config.normalize else None
         hp = {k: v for k, v in dataclasses.asdict(config).items()
-              if k not in ("n_timesteps", "n_envs", "policy", "normalize", "policy_kwargs")}
+              if k not in ("n_timesteps", "n_envs", "policy", "normalize", "policy_kwargs", "torch_threads")}
+        if config.torch_threads > 0:
+            torch.set_num_threads(config.torch_threads)
         for key in _SCHEDULED & hp.keys():
             hp[key] = _schedule(hp[key])
         if isinstance(hp.get("train_freq"), list):
