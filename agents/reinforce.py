@@ -29,12 +29,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rlkit.agent_state import agent_meta
-from rlkit.checkpoint import load_checkpoint, save_checkpoint
-from rlkit.config import config_from_dict
 from rlkit.environments import is_continuing
 from rlkit.logger import NullLogger
-from rlkit.onpolicy import PolicyRunner
+from rlkit.onpolicy import PolicyRunner, learn_loop, load_agent, save_agent
 from rlkit.returns import discounted_returns
 
 
@@ -93,23 +90,8 @@ class Reinforce:
 
     # --- the algorithm -------------------------------------------------------------------
     def learn(self, total_timesteps: int, callback=None) -> Reinforce:
-        c, rollout = self.config, self.runner.rollout
-        batch_steps = c.n_envs * c.n_steps
-        while self.num_timesteps < total_timesteps:
-            if c.anneal_lr:
-                frac = 1.0 - self.num_timesteps / max(total_timesteps, c.n_timesteps)
-                for group in self.optimizer.param_groups:
-                    group["lr"] = frac * c.learning_rate
-            batch = rollout.collect(self.runner.policy_step)
-            self.num_timesteps += batch_steps
-            stats = self.update(batch)
-            stats["train/learning_rate"] = self.optimizer.param_groups[0]["lr"]
-            self.logger.scalars(stats, self.num_timesteps)
-            self.logger.rollout_summary(self.num_timesteps,
-                                        rollout.reward_rate() if self.continuing else None)
-            if callback is not None and not callback.on_step(self.num_timesteps, self):
-                break
-        return self
+        """Collect a rollout, ``update`` on it, log, repeat (rlkit.onpolicy.learn_loop)."""
+        return learn_loop(self, total_timesteps, callback)
 
     def update(self, b) -> dict:
         c = self.config
@@ -157,18 +139,11 @@ class Reinforce:
         return self.runner.predict(obs, deterministic)
 
     def save(self, path: Path) -> None:
-        state = {**self.runner.state(), "optimizer": self.optimizer.state_dict()}
-        save_checkpoint(path, state, agent_meta(self.algo_name, self))
+        save_agent(self, path)
 
     @classmethod
     def load(cls, path: Path, device: str = "cpu") -> Reinforce:
-        state, meta = load_checkpoint(path, device)
-        agent = cls(meta["env_id"], config_from_dict(cls.Config, meta["config"]), seed=meta["seed"],
-                    device=device, env_kwargs=meta.get("env_kwargs"))
-        agent.runner.load_state(state)
-        agent.optimizer.load_state_dict(state["optimizer"])
-        agent.num_timesteps = int(meta["num_timesteps"])
-        return agent
+        return load_agent(cls, path, device)
 
     def close(self) -> None:
         self.runner.close()

@@ -73,3 +73,51 @@ class PolicyRunner:
 
     def close(self) -> None:
         self.env.close()
+
+
+def learn_loop(agent, total_timesteps: int, callback=None):
+    """The loop every on-policy agent shares; the algorithm itself is ``agent.update(batch)``.
+
+    Per iteration: decay the learning rate linearly (``config.anneal_lr``), collect one rollout,
+    update, log the shared tags, then ask the callback whether to go on.
+    """
+    c, rollout = agent.config, agent.runner.rollout
+    while agent.num_timesteps < total_timesteps:
+        if c.anneal_lr:
+            frac = 1.0 - agent.num_timesteps / max(total_timesteps, c.n_timesteps)
+            for group in agent.optimizer.param_groups:
+                group["lr"] = frac * c.learning_rate
+        batch = rollout.collect(agent.runner.policy_step)
+        agent.num_timesteps += batch.rewards.numel()
+        stats = agent.update(batch)
+        stats["train/learning_rate"] = agent.optimizer.param_groups[0]["lr"]
+        agent.logger.scalars(stats, agent.num_timesteps)
+        agent.logger.rollout_summary(agent.num_timesteps, rollout.reward_rate() if agent.continuing else None)
+        if callback is not None and not callback.on_step(agent.num_timesteps, agent):
+            break
+    return agent
+
+
+def save_agent(agent, path) -> None:
+    """Network, normalisers, RNGs and optimizer as plain tensors, plus metadata to rebuild the agent."""
+    from rlkit.agent_state import agent_meta
+    from rlkit.checkpoint import save_checkpoint
+
+    state = {**agent.runner.state(), "optimizer": agent.optimizer.state_dict()}
+    save_checkpoint(path, state, agent_meta(agent.algo_name, agent, avg_reward=getattr(agent, "avg_reward", 0.0)))
+
+
+def load_agent(cls, path, device: str = "cpu"):
+    """Rebuild an on-policy agent from its checkpoint alone (weights-only)."""
+    from rlkit.checkpoint import load_checkpoint
+    from rlkit.config import config_from_dict
+
+    state, meta = load_checkpoint(path, device)
+    agent = cls(meta["env_id"], config_from_dict(cls.Config, meta["config"]), seed=meta["seed"],
+                device=device, env_kwargs=meta.get("env_kwargs"))
+    agent.runner.load_state(state)
+    agent.optimizer.load_state_dict(state["optimizer"])
+    agent.num_timesteps = int(meta["num_timesteps"])
+    if hasattr(agent, "avg_reward"):
+        agent.avg_reward = float(meta.get("avg_reward", 0.0))
+    return agent
