@@ -153,6 +153,9 @@ def _plot(plots, path: Path) -> None:
             for i, (s, v) in enumerate(runs_):
                 inside = (grid >= s[0]) & (grid <= s[-1])
                 ys[i, inside] = np.interp(grid[inside], s, v)
+                # A run stopped at --stop-at-return keeps its last (solving) policy: carry its last
+                # evaluation forward, or the mean would be over the slower runs only.
+                ys[i, grid > s[-1]] = v[-1]
             n = np.sum(~np.isnan(ys), axis=0)
             mean = np.nanmean(ys, axis=0)
             std = np.nanstd(ys, axis=0, ddof=0)
