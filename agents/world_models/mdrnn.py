@@ -1,0 +1,101 @@
+"""M: an LSTM whose output is a mixture of Gaussians over the next latent (an MDN-RNN).
+
+Given the current latent z_t, the action a_t and the LSTM state, M predicts
+
+    p(z_{t+1} | z_t, a_t, h_t) = prod_j sum_k pi_{jk} N(z_{t+1,j}; mu_{jk}, sigma_{jk}^2)
+
+(one K-component mixture per latent dimension, as in the paper's implementation), plus the
+reward r_t of taking a_t (regression) and whether the episode ends there (a done logit).
+Discrete actions enter one-hot; continuous actions enter as the env's action vector.
+
+Training loss per step, with masking of padded steps:
+
+    L = mean_j [-log sum_k pi_jk N(z'_j; mu_jk, sigma_jk)] + w_r (r - r_hat)^2 + w_d BCE(d, d_logit)
+
+Sampling with temperature tau (the paper's "dream" temperature): the mixture logits are divided
+by tau and the standard deviations multiplied by sqrt(tau); tau > 1 makes the dream harder and
+less exploitable by the controller.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
+
+
+class MDNRNN(nn.Module):
+    def __init__(self, z_dim: int = 32, action_dim: int = 3, hidden: int = 256, gaussians: int = 5):
+        super().__init__()
+        self.z_dim, self.action_dim, self.hidden, self.gaussians = z_dim, action_dim, hidden, gaussians
+        self.lstm = nn.LSTM(z_dim + action_dim, hidden, batch_first=True)
+        self.mdn = nn.Linear(hidden, 3 * gaussians * z_dim)  # (log pi, mu, log sigma) per dim and component
+        self.reward = nn.Linear(hidden, 1)
+        self.done = nn.Linear(hidden, 1)
+
+    def sizes(self) -> dict:
+        return {"z_dim": self.z_dim, "action_dim": self.action_dim, "hidden": self.hidden,
+                "gaussians": self.gaussians}
+
+    def initial_state(self, batch: int, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+        zeros = torch.zeros(1, batch, self.hidden, device=device)
+        return zeros, zeros.clone()
+
+    def forward(self, z: torch.Tensor, a: torch.Tensor, state=None):
+        """z: (B, T, z_dim), a: (B, T, action_dim) -> mixture params, reward, done logit, state.
+
+        logpi, mu, logsigma have shape (B, T, z_dim, K); reward and done (B, T).
+        """
+        out, state = self.lstm(torch.cat([z, a], dim=-1), state)
+        b, t, _ = out.shape
+        params = self.mdn(out).view(b, t, 3, self.z_dim, self.gaussians)
+        logpi = F.log_softmax(params[:, :, 0], dim=-1)
+        mu, logsigma = params[:, :, 1], params[:, :, 2].clamp(-7.0, 5.0)  # keep sigma in a sane range
+        return logpi, mu, logsigma, self.reward(out).squeeze(-1), self.done(out).squeeze(-1), state
+
+    def step(self, z: torch.Tensor, a: torch.Tensor, state):
+        """One step for a batch: z (B, z_dim), a (B, action_dim); outputs without the T axis."""
+        logpi, mu, logsigma, r, d, state = self.forward(z[:, None], a[:, None], state)
+        return logpi[:, 0], mu[:, 0], logsigma[:, 0], r[:, 0], d[:, 0], state
+
+
+def mixture_nll(z: torch.Tensor, logpi: torch.Tensor, mu: torch.Tensor, logsigma: torch.Tensor) -> torch.Tensor:
+    """-log sum_k pi_k N(z; mu_k, sigma_k) per latent dimension.
+
+    z: (..., z_dim); logpi, mu, logsigma: (..., z_dim, K) with logpi already log-softmaxed.
+    Returns (..., z_dim). logsumexp keeps it stable when one component dominates.
+    """
+    zk = z.unsqueeze(-1)
+    log_normal = -0.5 * ((zk - mu) / logsigma.exp()).pow(2) - logsigma - LOG_SQRT_2PI
+    return -torch.logsumexp(logpi + log_normal, dim=-1)
+
+
+def mdrnn_loss(model_out, z_next, reward, done, mask, reward_weight: float = 1.0, done_weight: float = 1.0,
+               done_pos_weight: float = 1.0):
+    """Masked losses over a batch of sequences. Returns (total, gmm, reward_mse, done_bce)."""
+    logpi, mu, logsigma, r_hat, d_logit, _ = model_out
+    m = mask.float()
+    n = m.sum().clamp(min=1.0)
+    gmm = (mixture_nll(z_next, logpi, mu, logsigma).mean(-1) * m).sum() / n
+    rew = ((r_hat - reward).pow(2) * m).sum() / n
+    pos_weight = torch.tensor(done_pos_weight, device=d_logit.device)
+    bce = F.binary_cross_entropy_with_logits(d_logit, done.float(), reduction="none", pos_weight=pos_weight)
+    bce = (bce * m).sum() / n
+    return gmm + reward_weight * rew + done_weight * bce, gmm, rew, bce
+
+
+def sample_mixture(logpi: torch.Tensor, mu: torch.Tensor, logsigma: torch.Tensor, temperature: float = 1.0,
+                   generator: torch.Generator | None = None) -> torch.Tensor:
+    """Draw z (B, z_dim) from per-dimension mixtures (B, z_dim, K) at temperature tau."""
+    tau = max(float(temperature), 1e-6)
+    probs = F.softmax(logpi / tau, dim=-1)
+    b, d, k = probs.shape
+    comp = torch.multinomial(probs.reshape(b * d, k), 1, generator=generator).view(b, d, 1)
+    mu_k = mu.gather(-1, comp).squeeze(-1)
+    sigma_k = logsigma.gather(-1, comp).squeeze(-1).exp() * math.sqrt(tau)
+    eps = torch.randn(mu_k.shape, generator=generator, device=mu_k.device, dtype=mu_k.dtype)
+    return mu_k + sigma_k * eps

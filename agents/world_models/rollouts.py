@@ -1,0 +1,236 @@
+"""Rollouts of many controllers at once: in the real env (V, M and C online) or in M's dream.
+
+Every candidate in a CMA-ES generation shares V and M, so instead of one episode at a time a
+worker steps all (candidate x rollout) episodes in lock-step and runs V and M on the whole batch;
+only C differs per row (a batched matmul). Workers are spawn-context processes or Ray actors,
+each holding CPU copies of V and M loaded from the run's artifacts (ARCHITECTURE.md §8, §9).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from agents.world_models.controller import ActionCodec, linear_outputs
+from agents.world_models.data import preprocess
+from agents.world_models.mdrnn import MDNRNN, sample_mixture
+from agents.world_models.vae import ConvVAE, to_tensor
+
+
+class PolicyState:
+    """V -> C -> M for a batch of envs: the online policy used by predict and by real rollouts."""
+
+    def __init__(self, vae: ConvVAE, mdrnn: MDNRNN, codec: ActionCodec, device):
+        self.vae, self.mdrnn, self.codec, self.device = vae, mdrnn, codec, device
+        self.state = None
+
+    def reset(self, batch: int, rows: np.ndarray | None = None) -> None:
+        """Zero the LSTM state of all rows (or of ``rows``, a boolean mask)."""
+        if self.state is None or rows is None or self.state[0].shape[1] != batch:
+            self.state = self.mdrnn.initial_state(batch, self.device)
+            return
+        keep = torch.as_tensor(~np.asarray(rows, dtype=bool), device=self.device).float()[None, :, None]
+        self.state = (self.state[0] * keep, self.state[1] * keep)
+
+    @torch.no_grad()
+    def act(self, obs: np.ndarray, params: torch.Tensor, active: np.ndarray | None = None) -> np.ndarray:
+        """obs (B, H, W, 3) uint8, params (B, P) -> env actions; advances h only for ``active`` rows."""
+        z, _ = self.vae.encode(to_tensor(preprocess(obs), self.device))  # mu: the deterministic code
+        h = self.state[0][0]
+        action = self.codec.squash(linear_outputs(params, torch.cat([z, h], dim=-1)))
+        # h_{t+1} = LSTM(z_t, a_t, h_t): the memory of what was seen and done so far.
+        _, _, _, _, _, new = self.mdrnn.step(z, self.codec.to_m(action), self.state)
+        if active is None:
+            self.state = new
+        else:
+            m = torch.as_tensor(np.asarray(active), device=self.device).float()[None, :, None]
+            self.state = (new[0] * m + self.state[0] * (1 - m), new[1] * m + self.state[1] * (1 - m))
+        return self.codec.to_env(action)
+
+
+def real_rollouts(envs: list, policy: PolicyState, params: np.ndarray, seeds: list[int], max_steps: int):
+    """Episode returns (m, r) of m controllers on r seeded episodes each, and the env steps used."""
+    m, r = len(params), len(seeds)
+    n = m * r
+    rows = torch.as_tensor(np.repeat(params, r, axis=0), dtype=torch.float32, device=policy.device)
+    obs = np.stack([envs[i].reset(seed=int(seeds[i % r]))[0] for i in range(n)])
+    policy.reset(n)
+    returns = np.zeros(n)
+    active = np.ones(n, dtype=bool)
+    steps = 0
+    for _ in range(max_steps):
+        actions = policy.act(obs, rows, active)
+        for i in np.flatnonzero(active):
+            o, rew, term, trunc, _ = envs[i].step(actions[i])
+            returns[i] += float(rew)
+            steps += 1
+            obs[i] = o
+            if term or trunc:
+                active[i] = False
+        if not active.any():
+            break
+    return returns.reshape(m, r), steps
+
+
+@torch.no_grad()
+def dream_rollouts(mdrnn: MDNRNN, codec: ActionCodec, params: np.ndarray, init_mu: torch.Tensor,
+                   init_logvar: torch.Tensor, rollouts: int, seed: int, temperature: float, max_steps: int,
+                   done_threshold: float = 0.5, record: bool = False):
+    """Returns (m, r) of m controllers in M's dream; optionally the latent trajectory of row 0.
+
+    The dream starts from a real first frame's posterior z ~ q(z|x_0), then lets M sample
+    z_{t+1} at temperature tau, collects M's predicted reward and stops a row when M's done
+    head says p(done) > done_threshold (or after max_steps).
+    """
+    device = init_mu.device
+    gen = torch.Generator(device=device).manual_seed(int(seed))
+    m = len(params)
+    n = m * rollouts
+    rows = torch.as_tensor(np.repeat(params, rollouts, axis=0), dtype=torch.float32, device=device)
+    # Row j of every candidate gets the same starting frame and noise stream (common random numbers).
+    start = torch.randint(len(init_mu), (rollouts,), generator=gen, device=device).repeat(m)
+    eps = torch.randn((rollouts, init_mu.shape[1]), generator=gen, device=device).repeat(m, 1)
+    z = init_mu[start] + torch.exp(0.5 * init_logvar[start]) * eps
+    state = mdrnn.initial_state(n, device)
+    returns = torch.zeros(n, device=device)
+    alive = torch.ones(n, dtype=torch.bool, device=device)
+    trajectory = [z[0].clone()] if record else None
+    for _ in range(max_steps):
+        action = codec.squash(linear_outputs(rows, torch.cat([z, state[0][0]], dim=-1)))
+        logpi, mu, logsigma, reward, done_logit, state = mdrnn.step(z, codec.to_m(action), state)
+        returns += reward * alive
+        alive &= torch.sigmoid(done_logit) <= done_threshold
+        z = sample_mixture(logpi, mu, logsigma, temperature, generator=gen)
+        if record and alive[0]:
+            trajectory.append(z[0].clone())
+        if not alive.any():
+            break
+    returns = returns.view(m, rollouts).cpu().numpy().astype(float)
+    return (returns, torch.stack(trajectory)) if record else returns
+
+
+class Worker:
+    """What each evaluation/collection process (or Ray actor) holds: CPU models and cached envs."""
+
+    def __init__(self, spec: dict):
+        import envs  # noqa: F401  a spawned process or Ray actor must register rlkit/* itself
+
+        torch.set_num_threads(1)  # one core per worker; the parallelism is across workers
+        self.spec = spec
+        self.envs: list = []
+        self.models = None
+
+    def _load_models(self):
+        if self.models is None:
+            from agents.world_models.artifacts import load_mdrnn, load_vae
+
+            vae, _ = load_vae(self.spec["vae_path"], "cpu")
+            mdrnn, extra, _ = load_mdrnn(self.spec["mdrnn_path"], "cpu")
+            self.models = (vae, mdrnn, extra)
+        return self.models
+
+    def _make_envs(self, n: int) -> list:
+        from rlkit.environments import make_env
+
+        while len(self.envs) < n:
+            self.envs.append(make_env(self.spec["env_id"], self.spec.get("env_kwargs")))
+        return self.envs[:n]
+
+    def evaluate(self, params: np.ndarray, seeds: list[int], seed: int):
+        vae, mdrnn, extra = self._load_models()
+        codec = ActionCodec(self._make_envs(1)[0].action_space)
+        if self.spec["mode"] == "dream":
+            ret = dream_rollouts(mdrnn, codec, params, extra["init_mu"], extra["init_logvar"], len(seeds), seed,
+                                 self.spec["temperature"], self.spec["max_steps"], self.spec["done_threshold"])
+            return ret, 0
+        policy = PolicyState(vae, mdrnn, codec, "cpu")
+        return real_rollouts(self._make_envs(len(params) * len(seeds)), policy, params, seeds,
+                             self.spec["max_steps"])
+
+    def collect(self, index: int) -> tuple[int, int]:
+        from agents.world_models.stages import collect_file
+
+        return collect_file(self.spec, index, self._make_envs(1)[0])
+
+    def close(self) -> None:
+        for env in self.envs:
+            env.close()
+        self.envs = []
+
+
+_WORKER: Worker | None = None
+
+
+def _pool_init(spec: dict) -> None:
+    global _WORKER
+    _WORKER = Worker(spec)
+
+
+def _pool_call(method: str, args: tuple):
+    return getattr(_WORKER, method)(*args)
+
+
+class WorkerGroup:
+    """Run Worker methods on many argument tuples: in-process, in spawn processes, or on Ray actors."""
+
+    def __init__(self, spec: dict, workers: int, backend: str = "local"):
+        self.backend, self.workers = backend, max(1, int(workers))
+        self.local = self.pool = self.actors = None
+        if backend == "ray":
+            import ray
+
+            if not ray.is_initialized():
+                ray.init(num_cpus=self.workers, include_dashboard=False, log_to_driver=False)
+            actor_cls = ray.remote(num_cpus=1)(Worker)
+            self.actors = [actor_cls.remote(spec) for _ in range(self.workers)]
+        elif self.workers == 1:
+            self.local = Worker(spec)
+        else:
+            import multiprocessing as mp
+
+            # spawn, not fork: torch and forked threads do not mix, and it matches Ray's behaviour.
+            self.pool = mp.get_context("spawn").Pool(self.workers, initializer=_pool_init, initargs=(spec,))
+
+    def map(self, method: str, arg_list: list[tuple]) -> list:
+        if self.local is not None:
+            return [getattr(self.local, method)(*args) for args in arg_list]
+        if self.pool is not None:
+            return self.pool.starmap(_pool_call, [(method, args) for args in arg_list])
+        import ray
+
+        refs = [getattr(self.actors[i % len(self.actors)], method).remote(*args) for i, args in enumerate(arg_list)]
+        return ray.get(refs)
+
+    def imap(self, method: str, arg_list: list[tuple]):
+        """Like map but yields results as they finish (for progress bars)."""
+        if self.pool is not None:
+            yield from self.pool.imap_unordered(_pool_call_star, [(method, args) for args in arg_list])
+        elif self.actors is not None:
+            import ray
+
+            pending = [getattr(self.actors[i % len(self.actors)], method).remote(*args)
+                       for i, args in enumerate(arg_list)]
+            while pending:
+                done, pending = ray.wait(pending, num_returns=1)
+                yield ray.get(done[0])
+        else:
+            for args in arg_list:
+                yield getattr(self.local, method)(*args)
+
+    def close(self) -> None:
+        if self.local is not None:
+            self.local.close()
+        if self.pool is not None:
+            self.pool.close()
+            self.pool.join()
+        if self.actors is not None:
+            import ray
+
+            for actor in self.actors:
+                ray.kill(actor)
+        self.local = self.pool = self.actors = None
+
+
+def _pool_call_star(item):
+    method, args = item
+    return _pool_call(method, args)

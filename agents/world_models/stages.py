@@ -1,0 +1,360 @@
+"""The four stages. Each reads only its predecessor's artifact from the work directory, writes its
+own, and resumes from its own last checkpoint if it was interrupted (ARCHITECTURE.md §9):
+
+    collect     -> data/rollouts_*.npz + data/manifest.json
+    vae         data/  -> vae.pt          (epoch checkpoints in stages/vae_last.pt)
+    mdrnn       vae.pt + data/ -> mdrnn.pt (epoch checkpoints in stages/mdrnn_last.pt)
+    controller  vae.pt + mdrnn.pt -> controller.pt (CMA-ES state in stages/controller_last.pt)
+
+Randomness is derived from (seed, stage, epoch / generation) rather than carried along, so a
+resumed stage draws exactly what the uninterrupted one would have drawn.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from agents.world_models import artifacts as art
+from agents.world_models import data as wmdata
+from agents.world_models.controller import CMAES, ActionCodec
+from agents.world_models.mdrnn import MDNRNN, mdrnn_loss
+from agents.world_models.rollouts import WorkerGroup
+from agents.world_models.vae import ConvVAE, side_by_side, to_tensor, vae_loss
+from rlkit.checkpoint import save_checkpoint, space_signature
+from rlkit.errors import UsageError
+from rlkit.logger import Logger
+
+STAGES = ("collect", "vae", "mdrnn", "controller")
+
+
+@dataclass
+class StageContext:
+    cfg: object  # WorldModels.Config
+    env_id: str
+    env_kwargs: dict
+    work_dir: Path  # data/ and artifacts
+    run_dir: Path  # logs and videos
+    seed: int
+    device: torch.device
+    workers: int
+    backend: str
+    observation_space: object
+    action_space: object
+    logger: Logger
+    extra: dict = field(default_factory=dict)
+
+    def bar(self, total: int, desc: str, unit: str):
+        from tqdm import tqdm
+
+        disable = not (self.cfg.progress and sys.stdout.isatty())
+        return tqdm(total=total, desc=f"world-models {desc}", unit=unit, disable=disable, dynamic_ncols=True)
+
+    def spaces(self) -> dict:
+        return {"env_id": self.env_id, "observation_space": space_signature(self.observation_space),
+                "action_space": space_signature(self.action_space)}
+
+    def rng(self, *tags: int) -> np.random.Generator:
+        return np.random.default_rng([self.seed, *tags])
+
+
+def episode_seed(seed: int, episode: int) -> int:
+    # Far from the evaluator's seeds (10_000 + i) so collected episodes never replay eval episodes.
+    return 1_000_000 * (seed + 1) + episode
+
+
+# --- collect ------------------------------------------------------------------------------
+_POLICIES: dict = {}
+
+
+def collect_file(spec: dict, index: int, env) -> tuple[int, int]:
+    """Roll out the episodes of file ``index`` (random or given policy) and write it atomically."""
+    first = index * spec["episodes_per_file"]
+    last = min(first + spec["episodes_per_file"], spec["episodes"])
+    policy = None
+    if spec["policy"] != "random":
+        from agents.world_models.agent import WorldModels
+
+        policy = _POLICIES.setdefault(spec["policy"], None) or WorldModels.load(spec["policy"])
+        _POLICIES[spec["policy"]] = policy
+    episodes = []
+    for e in range(first, last):
+        s = episode_seed(spec["seed"], e)
+        obs, _ = env.reset(seed=s)
+        env.action_space.seed(s)
+        frames, actions, rewards, dones = [wmdata.preprocess(obs[None])[0]], [], [], []
+        action = None
+        for t in range(spec["max_steps"]):
+            if policy is not None:
+                action = policy.predict(obs[None], episode_start=np.array([t == 0]))[0]
+            elif t % spec["action_repeat"] == 0:  # hold random actions a while: smoother exploration
+                action = env.action_space.sample()
+            obs, reward, terminated, truncated, _ = env.step(action)
+            frames.append(wmdata.preprocess(obs[None])[0])
+            actions.append(np.asarray(action))
+            rewards.append(float(reward))
+            dones.append(bool(terminated))
+            if terminated or truncated:
+                break
+        episodes.append({"obs": np.stack(frames), "actions": np.stack(actions),
+                         "rewards": np.asarray(rewards, np.float32), "dones": np.asarray(dones)})
+    return wmdata.write_file(wmdata.file_path(spec["data_dir"], index), episodes)
+
+
+def collect_stage(ctx: StageContext) -> dict:
+    cfg, data_dir = ctx.cfg, ctx.work_dir / "data"
+    manifest = wmdata.read_manifest(data_dir)
+    settings = {"episodes": cfg.collect_episodes, "episodes_per_file": cfg.episodes_per_file,
+                "policy": cfg.collect_policy, "action_repeat": cfg.collect_action_repeat,
+                "max_steps": cfg.collect_max_steps, "seed": ctx.seed, **ctx.spaces()}
+    if manifest is not None:
+        if manifest.get("complete"):
+            return manifest
+        if manifest.get("settings") != settings:
+            raise UsageError(f"{data_dir} holds an interrupted collection with other settings "
+                             f"({manifest.get('settings')}); delete it or use the same config")
+    if cfg.collect_policy != "random" and not Path(cfg.collect_policy).is_file():
+        raise UsageError(f"collect_policy '{cfg.collect_policy}' is neither 'random' nor a checkpoint file")
+    data_dir.mkdir(parents=True, exist_ok=True)
+    wmdata.write_manifest(data_dir, {"complete": False, "settings": settings})
+    n_files = math.ceil(cfg.collect_episodes / cfg.episodes_per_file)
+    missing = [i for i in range(n_files) if not wmdata.file_path(data_dir, i).is_file()]
+    spec = {**settings, "env_kwargs": ctx.env_kwargs, "data_dir": str(data_dir)}
+    if missing:
+        group = WorkerGroup(spec, min(ctx.workers, len(missing)), ctx.backend)
+        try:
+            with ctx.bar(cfg.collect_episodes, "collect", "ep") as bar:
+                bar.update(cfg.collect_episodes - sum(
+                    min(cfg.episodes_per_file, cfg.collect_episodes - i * cfg.episodes_per_file) for i in missing))
+                for n_eps, _ in group.imap("collect", [(i,) for i in missing]):
+                    bar.update(n_eps)
+        finally:
+            group.close()
+    files, lengths, rewards = [], [], []
+    for i in range(n_files):
+        d = wmdata.read_file(wmdata.file_path(data_dir, i))
+        files.append(wmdata.file_path(data_dir, i).name)
+        lengths.extend(d["lengths"].tolist())
+        rewards.extend(float(np.sum(e["rewards"])) for e in wmdata.split_episodes(d))
+    manifest = {"complete": True, "settings": settings, **ctx.spaces(), "files": files,
+                "episodes": len(lengths), "steps": int(sum(lengths)), "max_episode_len": int(max(lengths)),
+                "mean_return": float(np.mean(rewards))}
+    wmdata.write_manifest(data_dir, manifest)
+    ctx.logger.scalar("collect/mean_return", manifest["mean_return"], manifest["steps"])
+    return manifest
+
+
+def _complete_manifest(ctx: StageContext, consumer: str) -> dict:
+    manifest = wmdata.read_manifest(ctx.work_dir / "data")
+    if manifest is None or not manifest.get("complete"):
+        raise UsageError(f"{ctx.work_dir / 'data'} holds no complete rollout data; run stage=collect first")
+    if manifest.get("env_id") != ctx.env_id or manifest.get("action_space") != space_signature(ctx.action_space):
+        raise UsageError(f"data/ was collected on {manifest.get('env_id')} {manifest.get('action_space')}, "
+                         f"but {consumer} runs on {ctx.env_id}")
+    return manifest
+
+
+# --- V ------------------------------------------------------------------------------------
+def vae_stage(ctx: StageContext) -> dict:
+    cfg = ctx.cfg
+    manifest = _complete_manifest(ctx, "vae")
+    files = wmdata.data_files(ctx.work_dir / "data", manifest)
+    vae = ConvVAE(cfg.z_dim, cfg.vae_channels, cfg.vae_norm, cfg.vae_blur).to(ctx.device)
+    opt = torch.optim.Adam(vae.parameters(), lr=cfg.vae_lr)
+    sizes = {"z_dim": cfg.z_dim, "channels": cfg.vae_channels, "norm": cfg.vae_norm, "blur": cfg.vae_blur}
+    start, step, vae_id = 0, 0, art.new_id()
+    partial = art.load_partial(ctx.work_dir, "vae", ctx.device, sizes)
+    if partial is not None:
+        state, meta = partial
+        vae.load_state_dict(state["vae"])
+        opt.load_state_dict(state["opt"])
+        start, step, vae_id = int(meta["epoch"]), int(meta["step"]), meta["vae_id"]
+    shown = to_tensor(wmdata.read_file(files[0])["obs"][:: max(1, manifest["max_episode_len"] // 4)][:8], ctx.device)
+    batches_per_epoch = max(1, manifest["steps"] // cfg.vae_batch_size)
+    with ctx.bar(cfg.vae_epochs * batches_per_epoch, "vae", "batch") as bar:
+        bar.update(start * batches_per_epoch)
+        for epoch in range(start, cfg.vae_epochs):
+            torch.manual_seed(ctx.seed * 7919 + epoch)
+            vae.train()
+            for frames in wmdata.iterate_frame_batches(files, cfg.vae_batch_size, cfg.vae_buffer_frames,
+                                                       ctx.rng(1, epoch)):
+                x = to_tensor(frames, ctx.device)
+                logits, mu, logvar = vae(x)
+                loss, recon, kl = vae_loss(vae.prepare(x), logits, mu, logvar, cfg.vae_free_bits, cfg.vae_recon_loss)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                step += 1
+                bar.update(1)
+                if step % 20 == 0:
+                    ctx.logger.scalars({"vae/loss": loss.item(), "vae/reconstruction": recon.item(),
+                                        "vae/kl": kl.item()}, step)
+            vae.eval()
+            with torch.no_grad():
+                mu, _ = vae.encode(shown)
+                ctx.logger.image("vae/input_vs_reconstruction", side_by_side(vae.prepare(shown), vae.decode(mu)),
+                                 epoch + 1)
+            save_checkpoint(art.partial_path(ctx.work_dir, "vae"), {"vae": vae.state_dict(), "opt": opt.state_dict()},
+                            {**sizes, "epoch": epoch + 1, "step": step, "vae_id": vae_id})
+    meta = art.save_vae(ctx.work_dir / art.VAE_FILE, vae.cpu(),
+                        {"vae_id": vae_id, "epochs": cfg.vae_epochs, "frames": manifest["steps"], **ctx.spaces()})
+    art.drop_partial(ctx.work_dir, "vae")
+    return meta
+
+
+# --- M ------------------------------------------------------------------------------------
+def mdrnn_stage(ctx: StageContext) -> dict:
+    cfg = ctx.cfg
+    vae, vmeta = art.load_vae(ctx.work_dir / art.VAE_FILE, ctx.device,
+                              {"z_dim": cfg.z_dim, "env_id": ctx.env_id}, "mdrnn")
+    manifest = _complete_manifest(ctx, "mdrnn")
+    codec = ActionCodec(ctx.action_space)
+    episodes = wmdata.encode_dataset(vae, wmdata.data_files(ctx.work_dir / "data", manifest), codec, ctx.device)
+    mdrnn = MDNRNN(cfg.z_dim, codec.m_dim, cfg.mdrnn_hidden, cfg.mdrnn_gaussians).to(ctx.device)
+    opt = torch.optim.Adam(mdrnn.parameters(), lr=cfg.mdrnn_lr)
+    sizes = {**mdrnn.sizes(), "vae_id": vmeta["vae_id"]}
+    start, step = 0, 0
+    partial = art.load_partial(ctx.work_dir, "mdrnn", ctx.device, sizes)
+    if partial is not None:
+        state, meta = partial
+        mdrnn.load_state_dict(state["mdrnn"])
+        opt.load_state_dict(state["opt"])
+        start, step = int(meta["epoch"]), int(meta["step"])
+    with ctx.bar(cfg.mdrnn_epochs, "mdrnn", "epoch") as bar:
+        bar.update(start)
+        for epoch in range(start, cfg.mdrnn_epochs):
+            rng = ctx.rng(2, epoch)
+            windows = wmdata.make_windows(episodes, cfg.mdrnn_seq_len, rng)
+            order = rng.permutation(len(windows))
+            sums = np.zeros(4)
+            for k in range(0, len(order), cfg.mdrnn_batch_size):
+                batch = wmdata.batch_windows(episodes, [windows[i] for i in order[k:k + cfg.mdrnn_batch_size]],
+                                      cfg.mdrnn_seq_len, cfg.mdrnn_sample_z, rng, ctx.device)
+                z, a, z_next, r, d, mask = batch
+                losses = mdrnn_loss(mdrnn(z, a), z_next, r, d, mask, cfg.mdrnn_reward_weight, cfg.mdrnn_done_weight)
+                opt.zero_grad(set_to_none=True)
+                losses[0].backward()
+                torch.nn.utils.clip_grad_norm_(mdrnn.parameters(), 1.0)  # LSTMs occasionally spike
+                opt.step()
+                step += 1
+                sums += [x.item() for x in losses]
+            means = sums / max(1, math.ceil(len(order) / cfg.mdrnn_batch_size))
+            ctx.logger.scalars(dict(zip(("mdrnn/loss", "mdrnn/gmm_nll", "mdrnn/reward_mse", "mdrnn/done_bce"),
+                                        means)), epoch + 1)
+            bar.update(1)
+            bar.set_postfix(loss=f"{means[0]:.3f}", refresh=False)
+            save_checkpoint(art.partial_path(ctx.work_dir, "mdrnn"),
+                            {"mdrnn": mdrnn.state_dict(), "opt": opt.state_dict()},
+                            {**sizes, "epoch": epoch + 1, "step": step})
+    # A bank of real first-frame posteriors: dreams start from these, so C needs nothing but mdrnn.pt.
+    firsts = episodes[: cfg.dream_init_bank]
+    init_mu = torch.as_tensor(np.stack([e["mu"][0] for e in firsts]))
+    init_logvar = torch.as_tensor(np.stack([e["logvar"][0] for e in firsts]))
+    meta = art.save_mdrnn(ctx.work_dir / art.MDRNN_FILE, mdrnn.cpu(), init_mu, init_logvar, {
+        "vae_id": vmeta["vae_id"], "mdrnn_id": art.new_id(), "discrete": codec.discrete,
+        "max_episode_len": manifest["max_episode_len"], "epochs": cfg.mdrnn_epochs, **ctx.spaces()})
+    art.drop_partial(ctx.work_dir, "mdrnn")
+    return meta
+
+
+# --- C ------------------------------------------------------------------------------------
+def controller_stage(ctx: StageContext, on_generation) -> dict:
+    """CMA-ES over C's parameters; each candidate scored by its mean return over ``cma_rollouts``.
+
+    ``on_generation(real_steps_so_far) -> bool`` is called after every generation (the agent
+    forwards it to the training callback); False stops the search. The kept controller is the
+    search distribution's mean with the best score seen, evaluated each generation on the same
+    episodes as the candidates: the mean is a far less noisy choice than the luckiest sample.
+    """
+    cfg = ctx.cfg
+    vae_path, mdrnn_path = ctx.work_dir / art.VAE_FILE, ctx.work_dir / art.MDRNN_FILE
+    _, vmeta = art.load_vae(vae_path, "cpu", {"z_dim": cfg.z_dim, "env_id": ctx.env_id}, "controller")
+    _, _, mmeta = art.load_mdrnn(mdrnn_path, "cpu", {"z_dim": cfg.z_dim, "hidden": cfg.mdrnn_hidden,
+                                                     "vae_id": vmeta["vae_id"], "env_id": ctx.env_id}, "controller")
+    codec = ActionCodec(ctx.action_space)
+    in_dim, out_dim = cfg.z_dim + cfg.mdrnn_hidden, codec.out_dim
+    dim = out_dim * in_dim + out_dim
+    dream = cfg.controller_env == "dream"
+    max_steps = (cfg.dream_max_steps or mmeta["max_episode_len"]) if dream else cfg.controller_max_steps
+    sizes = {"in_dim": in_dim, "out_dim": out_dim, "mode": cfg.controller_env, "mdrnn_id": mmeta["mdrnn_id"],
+             "popsize": cfg.cma_popsize}
+    partial = art.load_partial(ctx.work_dir, "controller", "cpu", sizes)
+    if partial is not None:
+        state, meta = partial
+        es = CMAES.from_state(state["es"])
+        best, best_score, real_steps = state["best"].numpy(), float(meta["best_score"]), int(meta["real_steps"])
+    else:
+        es = CMAES(dim, cfg.cma_popsize, cfg.cma_sigma0, seed=ctx.seed)
+        best, best_score, real_steps = es.mean.copy(), -math.inf, 0
+    spec = {"env_id": ctx.env_id, "env_kwargs": ctx.env_kwargs, "vae_path": str(vae_path),
+            "mdrnn_path": str(mdrnn_path), "mode": cfg.controller_env, "temperature": cfg.dream_temperature,
+            "max_steps": int(max_steps), "done_threshold": cfg.dream_done_threshold}
+    group = WorkerGroup(spec, ctx.workers, ctx.backend)
+    stopped = False
+    try:
+        with ctx.bar(cfg.cma_generations, f"controller ({cfg.controller_env})", "gen") as bar:
+            bar.update(es.generation)
+            while es.generation < cfg.cma_generations and not stopped:
+                gen = es.generation
+                solutions = es.ask()
+                candidates = np.vstack([solutions, es.mean[None]])  # the last row is the current mean
+                gen_seed = int(ctx.rng(3, gen).integers(2**31 - 2 * cfg.cma_rollouts))
+                seeds = [gen_seed + k for k in range(cfg.cma_rollouts)]
+                chunks = [c for c in np.array_split(candidates, min(ctx.workers, len(candidates))) if len(c)]
+                results = group.map("evaluate", [(c, seeds, gen_seed) for c in chunks])
+                returns = np.concatenate([r for r, _ in results])
+                real_steps += sum(s for _, s in results)
+                fitness = returns.mean(axis=1)
+                es.tell(solutions, fitness[:-1])
+                if fitness[-1] >= best_score:
+                    best, best_score = candidates[-1].copy(), float(fitness[-1])
+                ctx.logger.scalars({"controller/best": fitness[:-1].max(), "controller/mean": fitness[:-1].mean(),
+                                    "controller/sigma": es.sigma, "controller/mean_params_score": fitness[-1]},
+                                   gen + 1)
+                if not dream:
+                    ctx.logger.scalar("rollout/ep_rew_mean", float(returns[:-1].mean()),
+                                      ctx.extra["steps0"] + real_steps)
+                save_checkpoint(art.partial_path(ctx.work_dir, "controller"),
+                                {"es": es.state(), "best": torch.as_tensor(best)},
+                                {**sizes, "best_score": best_score, "real_steps": real_steps})
+                bar.update(1)
+                bar.set_postfix(best=f"{fitness[:-1].max():.2f}", mean=f"{fitness[-1]:.2f}", refresh=False)
+                stopped = not on_generation(real_steps, best)
+    finally:
+        group.close()
+    meta = art.save_controller(ctx.work_dir / art.CONTROLLER_FILE, best, {
+        "in_dim": in_dim, "out_dim": out_dim, "z_dim": cfg.z_dim, "hidden": cfg.mdrnn_hidden,
+        "mode": cfg.controller_env, "vae_id": vmeta["vae_id"], "mdrnn_id": mmeta["mdrnn_id"],
+        "score": best_score, "generations": es.generation, "real_steps": real_steps, **ctx.spaces()})
+    art.drop_partial(ctx.work_dir, "controller")
+    return meta
+
+
+def write_dream_gif(path: Path, vae, mdrnn, extra: dict, codec: ActionCodec, params, seed: int, temperature: float,
+                    max_steps: int, fps: int = 15) -> np.ndarray:
+    """Dream one episode with controller ``params``, decode every latent with V, save a GIF.
+
+    Returns the latent trajectory (T, z_dim) so callers can check it is finite.
+    """
+    import imageio.v2 as imageio
+
+    from agents.world_models.rollouts import dream_rollouts
+    from agents.world_models.vae import to_uint8
+
+    params = np.asarray(torch.as_tensor(params).cpu().float().numpy())[None]
+    _, traj = dream_rollouts(mdrnn, codec, params, extra["init_mu"], extra["init_logvar"], 1, seed,
+                             temperature, max_steps, record=True)
+    with torch.no_grad():
+        frames = to_uint8(vae.decode(traj.to(next(vae.parameters()).device)))
+    frames = frames.repeat(2, axis=1).repeat(2, axis=2)  # 128x128: easier to look at
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp.gif")
+    imageio.mimsave(tmp, list(frames), duration=1000.0 / fps, loop=0)
+    tmp.replace(path)
+    return traj.cpu().numpy()

@@ -1,0 +1,415 @@
+"""World Models: V, M and C maths, artifacts and their checks, the staged pipeline on Catch."""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
+
+from agents.world_models import WorldModels  # noqa: E402
+from agents.world_models import artifacts as art  # noqa: E402
+from agents.world_models.controller import CMAES, ActionCodec, linear_outputs, n_params  # noqa: E402
+from agents.world_models.mdrnn import MDNRNN, mdrnn_loss, mixture_nll, sample_mixture  # noqa: E402
+from agents.world_models.rollouts import dream_rollouts  # noqa: E402
+from agents.world_models.stages import write_dream_gif  # noqa: E402
+from agents.world_models.vae import ConvVAE, vae_loss  # noqa: E402
+from rlkit.errors import UsageError  # noqa: E402
+
+ENV = "rlkit/Catch-v0"
+
+# Tiny sizes: the whole pipeline on Catch in a few seconds.
+TINY = dict(collect_episodes=4, episodes_per_file=2, z_dim=4, vae_channels=4, vae_epochs=1, vae_batch_size=32,
+            vae_lr=3e-3, vae_recon_loss="bce", vae_norm="batch", mdrnn_hidden=8, mdrnn_gaussians=2,
+            mdrnn_epochs=1, mdrnn_seq_len=16, cma_popsize=4, cma_rollouts=1, cma_generations=2,
+            controller_max_steps=40, dream_max_steps=30, workers=1, threads=1, progress=False)
+
+
+def tiny_config(**overrides):
+    return replace(WorldModels.Config(**TINY), **overrides)
+
+
+# --- V --------------------------------------------------------------------------------------
+@pytest.mark.parametrize("norm,blur", [("none", 0.0), ("batch", 2.0), ("group", 0.0)])
+def test_vae_shapes(norm, blur):
+    vae = ConvVAE(z_dim=6, channels=4, norm=norm, blur=blur)
+    x = torch.rand(5, 3, 64, 64)
+    logits, mu, logvar = vae(x)
+    assert logits.shape == (5, 3, 64, 64) and mu.shape == (5, 6) and logvar.shape == (5, 6)
+    assert vae.decode(mu).min() >= 0 and vae.decode(mu).max() <= 1
+    assert vae.prepare(x).shape == x.shape
+
+
+@pytest.mark.parametrize("recon", ["mse", "bce"])
+def test_vae_loss_decreases_on_synthetic_frames(recon):
+    torch.manual_seed(0)
+    # Four fixed "frames" (a bright square at four places): a VAE must learn to tell them apart.
+    x = torch.zeros(4, 3, 64, 64)
+    for i in range(4):
+        x[i, :, 8 + 12 * i: 20 + 12 * i, 8 + 12 * i: 20 + 12 * i] = 1.0
+    vae = ConvVAE(z_dim=4, channels=4, norm="batch")
+    opt = torch.optim.Adam(vae.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(60):
+        logits, mu, logvar = vae(x)
+        loss, _, _ = vae_loss(x, logits, mu, logvar, free_bits=0.5, recon_loss=recon)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert np.mean(losses[-5:]) < 0.7 * np.mean(losses[:5])
+
+
+def test_vae_free_bits_floor():
+    x = torch.rand(2, 3, 64, 64)
+    mu, logvar = torch.zeros(2, 8), torch.zeros(2, 8)  # KL = 0 exactly
+    loss, recon, kl = vae_loss(x, torch.zeros_like(x), mu, logvar, free_bits=0.5)
+    assert kl.item() == pytest.approx(0.0)
+    assert loss.item() == pytest.approx(recon.item() + 0.5 * 8)  # the floor, not the KL, is paid
+
+
+# --- M --------------------------------------------------------------------------------------
+def test_mixture_nll_matches_hand_computation():
+    # One latent dimension, two components: pi = (0.3, 0.7), mu = (0, 1), sigma = (1, 0.5), z = 0.5.
+    def normal(z, m, s):
+        return math.exp(-0.5 * ((z - m) / s) ** 2) / (s * math.sqrt(2 * math.pi))
+
+    expected = -math.log(0.3 * normal(0.5, 0.0, 1.0) + 0.7 * normal(0.5, 1.0, 0.5))
+    logpi = torch.log(torch.tensor([[[0.3, 0.7]]]))
+    mu = torch.tensor([[[0.0, 1.0]]])
+    logsigma = torch.log(torch.tensor([[[1.0, 0.5]]]))
+    got = mixture_nll(torch.tensor([[0.5]]), logpi, mu, logsigma)
+    assert got.shape == (1, 1)
+    assert got.item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_mdrnn_shapes_and_loss_decreases():
+    torch.manual_seed(0)
+    b, t, z_dim, a_dim = 8, 12, 3, 2
+    model = MDNRNN(z_dim, a_dim, hidden=16, gaussians=3)
+    # A deterministic toy world: z_{t+1} = 0.9 z_t + action-dependent shift; reward = z[0].
+    z = torch.zeros(b, t + 1, z_dim)
+    z[:, 0] = torch.randn(b, z_dim)
+    a = torch.nn.functional.one_hot(torch.randint(0, a_dim, (b, t)), a_dim).float()
+    for k in range(t):
+        z[:, k + 1] = 0.9 * z[:, k] + 0.5 * (a[:, k, :1] - 0.5)
+    r, d = z[:, :-1, 0].clone(), torch.zeros(b, t)
+    d[:, -1] = 1
+    mask = torch.ones(b, t, dtype=torch.bool)
+    out = model(z[:, :-1], a)
+    assert out[0].shape == (b, t, z_dim, 3) and out[3].shape == (b, t) and out[4].shape == (b, t)
+    assert torch.allclose(out[0].exp().sum(-1), torch.ones(b, t, z_dim), atol=1e-5)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(80):
+        loss = mdrnn_loss(model(z[:, :-1], a), z[:, 1:], r, d, mask)[0]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0] - 1.0
+    # One-step interface agrees with the sequence interface.
+    state = model.initial_state(b)
+    step_out = model.step(z[:, 0], a[:, 0], state)
+    seq_out = model(z[:, :1], a[:, :1])
+    assert torch.allclose(step_out[1], seq_out[1][:, 0], atol=1e-6)
+
+
+def test_sample_mixture_temperature_and_shapes():
+    gen = torch.Generator().manual_seed(0)
+    logpi = torch.log(torch.tensor([0.5, 0.5])).expand(2000, 1, 2)
+    mu = torch.tensor([-3.0, 3.0]).expand(2000, 1, 2)
+    logsigma = torch.log(torch.tensor([0.1, 0.1])).expand(2000, 1, 2)
+    z = sample_mixture(logpi, mu, logsigma, 1.0, generator=gen)
+    assert z.shape == (2000, 1)
+    assert abs((z > 0).float().mean().item() - 0.5) < 0.05  # both modes are drawn
+    z_hot = sample_mixture(logpi, mu, logsigma, 4.0, generator=gen)
+    near = (z_hot.abs() - 3).abs()
+    assert near.std() > (z.abs() - 3).abs().std()  # tau > 1 widens each component
+
+
+# --- C and CMA-ES ---------------------------------------------------------------------------
+def test_action_codec_discrete_and_box():
+    from gymnasium import spaces
+
+    disc = ActionCodec(spaces.Discrete(3))
+    out = torch.tensor([[0.1, 2.0, -1.0], [3.0, 0.0, 0.0]])
+    assert disc.to_env(disc.squash(out)).tolist() == [1, 0]
+    assert disc.to_m(torch.tensor([2])).tolist() == [[0.0, 0.0, 1.0]]
+    box = ActionCodec(spaces.Box(np.array([-1, 0, 0], np.float32), np.array([1, 1, 1], np.float32)))
+    a = box.squash(torch.tensor([[0.0, 0.0, -100.0]]))
+    assert torch.allclose(a, torch.tensor([[0.0, 0.5, 0.0]]), atol=1e-6)  # tanh steer, (tanh+1)/2 pedals
+
+
+def test_linear_outputs_per_row_parameters():
+    in_dim, out_dim = 3, 2
+    p = torch.randn(4, n_params(in_dim, out_dim))
+    x = torch.randn(4, in_dim)
+    got = linear_outputs(p, x)
+    for i in range(4):
+        w = p[i, : out_dim * in_dim].view(out_dim, in_dim)
+        assert torch.allclose(got[i], w @ x[i] + p[i, out_dim * in_dim:], atol=1e-6)
+
+
+def test_cmaes_finds_quadratic_optimum_through_controller_params():
+    # Maximise -||W - W*||^2 over the flat parameters of a 2x3 linear controller (+ bias).
+    target = np.linspace(-1, 1, n_params(3, 2))
+    es = CMAES(dim=target.size, popsize=12, sigma0=0.5, seed=1)
+    for _ in range(150):
+        x = es.ask()
+        es.tell(x, -((x - target) ** 2).sum(axis=1))
+    assert np.abs(es.mean - target).max() < 1e-2
+
+
+def test_cmaes_state_round_trip_continues_exactly(tmp_path):
+    from rlkit.checkpoint import load_checkpoint, save_checkpoint
+
+    def f(x):
+        return -((x - 1.0) ** 2 * np.arange(1, 6)).sum(axis=1)
+
+    es = CMAES(dim=5, popsize=8, sigma0=0.5, seed=3)
+    for _ in range(7):
+        x = es.ask()
+        es.tell(x, f(x))
+    save_checkpoint(tmp_path / "es.pt", {"es": es.state()}, {})  # plain tensors, weights-only loadable
+    for _ in range(4):
+        x = es.ask()
+        es.tell(x, f(x))
+    state, _ = load_checkpoint(tmp_path / "es.pt")
+    resumed = CMAES.from_state(state["es"])
+    assert resumed.generation == 7
+    for _ in range(4):
+        x = resumed.ask()
+        resumed.tell(x, f(x))
+    np.testing.assert_allclose(resumed.mean, es.mean)
+    assert resumed.sigma == pytest.approx(es.sigma)
+    assert not Path("outcmaes").exists()
+
+
+# --- artifacts ------------------------------------------------------------------------------
+def test_artifacts_record_sizes_and_refuse_mismatched_stage(tmp_path):
+    meta = art.save_vae(tmp_path / "vae.pt", ConvVAE(32, 4), {"vae_id": "v1", "env_id": ENV})
+    assert meta["z_dim"] == 32 and meta["channels"] == 4
+    vae, _ = art.load_vae(tmp_path / "vae.pt", expect={"z_dim": 32})
+    assert vae.z_dim == 32
+    with pytest.raises(UsageError, match="vae.pt has z_dim=32 but mdrnn expects 16"):
+        art.load_vae(tmp_path / "vae.pt", expect={"z_dim": 16}, consumer="mdrnn")
+    m = MDNRNN(32, 3, 8, 2)
+    art.save_mdrnn(tmp_path / "mdrnn.pt", m, torch.zeros(2, 32), torch.zeros(2, 32), {"vae_id": "v1", "mdrnn_id": "m1"})
+    with pytest.raises(UsageError, match="mdrnn.pt has vae_id=v1 but controller expects v2"):
+        art.load_mdrnn(tmp_path / "mdrnn.pt", expect={"vae_id": "v2"}, consumer="controller")
+    with pytest.raises(UsageError, match="not a world-models vae artifact"):
+        art.load_vae(tmp_path / "mdrnn.pt")
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(UsageError):
+        art.load_vae(tmp_path / "junk.pt")
+
+
+def test_config_errors_are_usage_errors():
+    with pytest.raises(UsageError, match="stage 'vea'"):
+        WorldModels(ENV, tiny_config(stage="vea"))
+    with pytest.raises(UsageError, match="controller_env"):
+        WorldModels(ENV, tiny_config(controller_env="sim"))
+    with pytest.raises(UsageError, match="RGB uint8 frames"):
+        WorldModels(ENV, tiny_config(), env_kwargs={"obs_type": "vector"})
+
+
+def test_stage_vae_without_data_says_what_is_missing(tmp_path):
+    agent = WorldModels(ENV, tiny_config(stage="vae"), run_dir=tmp_path)
+    with pytest.raises(UsageError, match="run stage=collect first"):
+        agent.learn(0)
+
+
+# --- the pipeline ---------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory):
+    """One tiny run of every stage on Catch-v0 (real-env controller), shared by the tests below."""
+    run_dir = tmp_path_factory.mktemp("wm_run")
+    calls = []
+
+    class Callback:
+        def on_step(self, n, agent):
+            calls.append(n)
+            return True
+
+    agent = WorldModels(ENV, tiny_config(), seed=0, device="cpu", run_dir=run_dir)
+    agent.learn(10**9, callback=Callback())
+    return agent, run_dir, calls
+
+
+def test_pipeline_smoke_writes_every_artifact(pipeline):
+    agent, run_dir, calls = pipeline
+    for name in ("data/manifest.json", "vae.pt", "mdrnn.pt", "controller.pt", "videos/dream.gif"):
+        assert (run_dir / name).is_file(), name
+    assert len(list((run_dir / "data").glob("rollouts_*.npz"))) == 2
+    assert not (run_dir / "stages" / "vae_last.pt").exists()  # partial checkpoints are cleaned up
+    assert calls and calls == sorted(calls) and calls[-1] == agent.num_timesteps
+    assert agent.num_timesteps == 4 * 150 + agent.metas["controller"]["real_steps"]
+    assert (run_dir / "checkpoints" / "latest").is_file()  # `--resume` has something to load
+    with np.load(run_dir / "data" / "rollouts_00000.npz") as f:
+        assert f["obs"].shape[1:] == (64, 64, 3) and f["obs"].dtype == np.uint8
+        assert len(f["obs"]) == len(f["actions"]) + len(f["lengths"])  # the final frame is kept
+        assert f["dones"].sum() == len(f["lengths"])  # Catch ends by termination
+
+
+def test_pipeline_predict_is_batched_and_recurrent(pipeline):
+    agent, _, _ = pipeline
+    import gymnasium as gym
+
+    env = gym.make(ENV)
+    obs = np.stack([env.reset(seed=s)[0] for s in range(3)])
+    a1 = agent.predict(obs, episode_start=np.ones(3, dtype=bool))
+    assert a1.shape == (3,) and a1.dtype.kind == "i" and set(a1.tolist()) <= {0, 1, 2}
+    h_before = agent._policy.state[0].clone()
+    agent.predict(obs, episode_start=np.array([True, False, False]))
+    h_after = agent._policy.state[0]
+    assert not torch.equal(h_before[0, 1], h_after[0, 1])  # rows that continue carry memory
+
+
+def test_save_load_identical_predictions(pipeline, tmp_path):
+    agent, _, _ = pipeline
+    import gymnasium as gym
+
+    env = gym.make(ENV)
+    agent.save(tmp_path / "wm.pt")
+    loaded = WorldModels.load(tmp_path / "wm.pt")
+    assert loaded.vae.z_dim == 4 and loaded.mdrnn.hidden == 8  # sizes from the checkpoint
+    obs = np.stack([env.reset(seed=s)[0] for s in range(4)])
+    start = np.ones(4, dtype=bool)
+    for step in range(5):
+        np.testing.assert_array_equal(agent.predict(obs, episode_start=start),
+                                      loaded.predict(obs, episode_start=start))
+        start = np.zeros(4, dtype=bool)
+        obs = np.roll(obs, step + 1, axis=2)
+
+
+def test_load_refuses_other_env(pipeline, tmp_path):
+    from rlkit.checkpoint import check_spaces
+
+    agent, _, _ = pipeline
+    agent.save(tmp_path / "wm.pt")
+    from rlkit.checkpoint import load_checkpoint
+
+    _, meta = load_checkpoint(tmp_path / "wm.pt")
+    from gymnasium import spaces
+
+    with pytest.raises(UsageError, match="action space"):
+        check_spaces(meta, agent.observation_space, spaces.Discrete(4))
+
+
+def test_stage_all_skips_finished_stages(pipeline):
+    agent, run_dir, _ = pipeline
+    before = {p: p.stat().st_mtime_ns for p in (run_dir / "vae.pt", run_dir / "mdrnn.pt", run_dir / "controller.pt")}
+    again = WorldModels(ENV, tiny_config(), run_dir=run_dir)
+    again.learn(10**9)
+    assert {p: p.stat().st_mtime_ns for p in before} == before
+    assert torch.equal(again.params, agent.params)
+    assert again.metas["controller"]["mdrnn_id"] == agent.metas["mdrnn"]["mdrnn_id"]
+
+
+def test_dream_rollout_finite_latents_and_gif(pipeline, tmp_path):
+    agent, _, _ = pipeline
+    traj = write_dream_gif(tmp_path / "dream.gif", agent.vae, agent.mdrnn, agent.init_latents, agent.codec,
+                           agent.params, seed=0, temperature=1.2, max_steps=20)
+    assert traj.ndim == 2 and traj.shape[1] == 4 and np.isfinite(traj).all()
+    import imageio.v2 as imageio
+
+    frames = imageio.mimread(tmp_path / "dream.gif")
+    assert len(frames) == len(traj) and frames[0].shape[:2] == (128, 128)
+    params = np.random.default_rng(0).normal(size=(3, agent.params.numel()))
+    returns = dream_rollouts(agent.mdrnn, agent.codec, params, agent.init_latents["init_mu"],
+                             agent.init_latents["init_logvar"], rollouts=2, seed=1, temperature=1.0, max_steps=15)
+    assert returns.shape == (3, 2) and np.isfinite(returns).all()
+
+
+def test_dream_controller_stage_and_mismatch(pipeline, tmp_path):
+    agent, run_dir, _ = pipeline
+    work = tmp_path / "dream"
+    work.mkdir()
+    for name in ("vae.pt", "mdrnn.pt"):
+        (work / name).write_bytes((run_dir / name).read_bytes())
+    dream = WorldModels(ENV, tiny_config(stage="controller", controller_env="dream", work_dir=str(work)))
+    dream.learn(0)
+    meta = dream.metas["controller"]
+    assert meta["mode"] == "dream" and meta["real_steps"] == 0 and meta["generations"] == 2
+    with pytest.raises(UsageError, match="mdrnn.pt has hidden=8 but"):
+        WorldModels(ENV, tiny_config(stage="controller", mdrnn_hidden=16, work_dir=str(tmp_path / "dream"))).learn(0)
+
+
+def test_vae_stage_resumes_from_its_epoch_checkpoint(pipeline, tmp_path, monkeypatch):
+    _, run_dir, _ = pipeline
+    work = tmp_path / "resume"
+    (work / "data").mkdir(parents=True)
+    for p in (run_dir / "data").iterdir():
+        (work / "data" / p.name).write_bytes(p.read_bytes())
+    from agents.world_models import data as wmdata
+    from rlkit.checkpoint import load_checkpoint
+
+    real = wmdata.iterate_frame_batches
+    epochs_started = []
+
+    def flaky(files, batch_size, buffer_frames, rng):
+        epochs_started.append(1)
+        if len(epochs_started) == 2:
+            raise KeyboardInterrupt  # killed during the second epoch
+        yield from real(files, batch_size, buffer_frames, rng)
+
+    monkeypatch.setattr(wmdata, "iterate_frame_batches", flaky)
+    cfg = tiny_config(stage="vae", vae_epochs=3, work_dir=str(work))
+    with pytest.raises(KeyboardInterrupt):
+        WorldModels(ENV, cfg).learn(0)
+    _, meta = load_checkpoint(work / "stages" / "vae_last.pt")
+    assert meta["epoch"] == 1 and not (work / "vae.pt").exists()
+    WorldModels(ENV, cfg).learn(0)
+    assert len(epochs_started) == 4  # epochs 2 and 3 only, not a restart from zero
+    assert (work / "vae.pt").is_file() and not (work / "stages" / "vae_last.pt").exists()
+
+
+def test_mdrnn_stage_refuses_vae_of_other_size(pipeline, tmp_path):
+    _, run_dir, _ = pipeline
+    work = tmp_path / "mismatch"
+    (work / "data").mkdir(parents=True)
+    for p in (run_dir / "data").iterdir():
+        (work / "data" / p.name).write_bytes(p.read_bytes())
+    (work / "vae.pt").write_bytes((run_dir / "vae.pt").read_bytes())  # z_dim = 4
+    with pytest.raises(UsageError, match="vae.pt has z_dim=4 but mdrnn expects 6"):
+        WorldModels(ENV, tiny_config(stage="mdrnn", z_dim=6, work_dir=str(work))).learn(0)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_training_step_and_predict(tmp_path):
+    dev = torch.device("cuda")
+    vae = ConvVAE(8, 4).to(dev)
+    x = torch.rand(4, 3, 64, 64, device=dev)
+    logits, mu, logvar = vae(x)
+    vae_loss(x, logits, mu, logvar, 0.5)[0].backward()
+    m = MDNRNN(8, 3, 16, 2).to(dev)
+    out = m(torch.randn(2, 5, 8, device=dev), torch.zeros(2, 5, 3, device=dev))
+    assert out[0].device.type == "cuda"
+    agent = WorldModels(ENV, tiny_config(), device="cuda", run_dir=tmp_path)
+    import gymnasium as gym
+
+    obs = np.stack([gym.make(ENV).reset(seed=s)[0] for s in range(2)])
+    assert agent.predict(obs, episode_start=np.ones(2, dtype=bool)).shape == (2,)
+
+
+@pytest.mark.slow
+def test_parallel_workers_spawn_and_ray(tmp_path):
+    """The same tiny pipeline with spawn-process workers, then the controller with Ray actors."""
+    agent = WorldModels(ENV, tiny_config(workers=2), run_dir=tmp_path)
+    agent.learn(10**9)
+    assert (tmp_path / "controller.pt").is_file()
+    pytest.importorskip("ray")
+    work = tmp_path / "ray"
+    work.mkdir()
+    for name in ("vae.pt", "mdrnn.pt"):
+        (work / name).write_bytes((tmp_path / name).read_bytes())
+    ray_agent = WorldModels(ENV, tiny_config(stage="controller", work_dir=str(work)), backend="ray", workers=2)
+    ray_agent.learn(10**9)
+    assert (work / "controller.pt").is_file()
