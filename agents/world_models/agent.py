@@ -66,7 +66,7 @@ class Config:
     vae_lr: float = 1e-4
     vae_free_bits: float = 0.5  # KL floor in nats per latent dimension (the paper's kl_tolerance)
     vae_recon_loss: str = "mse"  # mse (paper) | bce (small objects on black: see vae.py)
-    vae_norm: str = "none"  # none (paper) | batch | group: a norm layer after each conv helps sparse frames
+    vae_norm: str = "none"  # none (paper) | batch | group | decoder (batch norm in the decoder only): see vae.py
     vae_blur: float = 0.0  # Gaussian blur (pixels) of V's input and target; smooth z for tiny objects (vae.py)
     vae_buffer_frames: int = 200_000  # frames held in memory while streaming the data set
     # M: MDN-RNN
@@ -94,8 +94,8 @@ class Config:
     def validate(self) -> None:
         if self.stage not in ("all", *STAGES):
             raise ValueError(f"stage '{self.stage}' is not one of all, {', '.join(STAGES)}")
-        if self.vae_norm not in ("none", "batch", "group"):
-            raise ValueError(f"vae_norm '{self.vae_norm}' is not one of none, batch, group")
+        if self.vae_norm not in ("none", "batch", "group", "decoder"):
+            raise ValueError(f"vae_norm '{self.vae_norm}' is not one of none, batch, group, decoder")
         if self.vae_blur < 0:
             raise ValueError(f"vae_blur must be >= 0, got {self.vae_blur}")
         if self.vae_recon_loss not in ("mse", "bce"):

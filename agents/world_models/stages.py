@@ -168,13 +168,15 @@ def vae_stage(ctx: StageContext) -> dict:
     opt = torch.optim.Adam(vae.parameters(), lr=cfg.vae_lr)
     sizes = {"z_dim": cfg.z_dim, "channels": cfg.vae_channels, "norm": cfg.vae_norm, "blur": cfg.vae_blur}
     start, step, vae_id = 0, 0, art.new_id()
+    first = wmdata.read_file(files[0])["obs"]
+    vae.init_output_bias(vae.prepare(to_tensor(first[:2000], ctx.device)).mean(dim=(0, 2, 3)))
     partial = art.load_partial(ctx.work_dir, "vae", ctx.device, sizes)
     if partial is not None:
         state, meta = partial
         vae.load_state_dict(state["vae"])
         opt.load_state_dict(state["opt"])
         start, step, vae_id = int(meta["epoch"]), int(meta["step"]), meta["vae_id"]
-    shown = to_tensor(wmdata.read_file(files[0])["obs"][:: max(1, manifest["max_episode_len"] // 4)][:8], ctx.device)
+    shown = to_tensor(first[:: max(1, manifest["max_episode_len"] // 4)][:8], ctx.device)
     batches_per_epoch = max(1, manifest["steps"] // cfg.vae_batch_size)
     with ctx.bar(cfg.vae_epochs * batches_per_epoch, "vae", "batch") as bar:
         bar.update(start * batches_per_epoch)

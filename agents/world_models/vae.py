@@ -38,7 +38,7 @@ from torch import nn
 IMAGE_SIZE = 64  # the pipeline's frame size; other frame sizes are resized to it (data.py)
 
 
-NORMS = ("none", "batch", "group")
+NORMS = ("none", "batch", "group", "decoder")
 
 
 class ConvVAE(nn.Module):
@@ -47,11 +47,14 @@ class ConvVAE(nn.Module):
         c = channels
         self.z_dim, self.channels, self.norm, self.blur = z_dim, channels, norm, float(blur)
 
-        def block(layer: nn.Module, out_ch: int) -> list[nn.Module]:
+        def block(layer: nn.Module, out_ch: int, decoder: bool = False) -> list[nn.Module]:
             # A norm layer (not in the paper) lets V escape the "empty frame" plateau on sparse
             # frames in a few hundred steps instead of an unpredictable thousand or more.
-            extra = {"none": [], "batch": [nn.BatchNorm2d(out_ch)],
-                     "group": [nn.GroupNorm(math.gcd(4, out_ch), out_ch)]}[norm]
+            # "decoder" normalises the decoder only: as reliable on Catch, and it leaves the
+            # encoder's (and so z's) geometry closer to the paper's plain network.
+            kind = "batch" if norm == "decoder" and decoder else norm
+            extra = {"none": [], "decoder": [], "batch": [nn.BatchNorm2d(out_ch)],
+                     "group": [nn.GroupNorm(math.gcd(4, out_ch), out_ch)]}[kind]
             return [layer, *extra, nn.ReLU()]
 
         self.encoder = nn.Sequential(
@@ -66,9 +69,9 @@ class ConvVAE(nn.Module):
         self.fc_logvar = nn.Linear(enc_out, z_dim)
         self.fc_dec = nn.Linear(z_dim, 32 * c)
         self.decoder = nn.Sequential(
-            *block(nn.ConvTranspose2d(32 * c, 4 * c, 5, stride=2), 4 * c),
-            *block(nn.ConvTranspose2d(4 * c, 2 * c, 5, stride=2), 2 * c),
-            *block(nn.ConvTranspose2d(2 * c, c, 6, stride=2), c),
+            *block(nn.ConvTranspose2d(32 * c, 4 * c, 5, stride=2), 4 * c, decoder=True),
+            *block(nn.ConvTranspose2d(4 * c, 2 * c, 5, stride=2), 2 * c, decoder=True),
+            *block(nn.ConvTranspose2d(2 * c, c, 6, stride=2), c, decoder=True),
             nn.ConvTranspose2d(c, 3, 6, stride=2),  # logits; decode() applies the sigmoid
         )
         if self.blur > 0:  # separable Gaussian kernel, fixed (not learned, not saved)
@@ -95,6 +98,17 @@ class ConvVAE(nn.Module):
         k, r, ch = self.kernel, self.kernel.numel() // 2, x.shape[1]
         x = F.conv2d(x, k.view(1, 1, 1, -1).expand(ch, 1, 1, -1), padding=(0, r), groups=ch)
         return F.conv2d(x, k.view(1, 1, -1, 1).expand(ch, 1, -1, 1), padding=(r, 0), groups=ch)
+
+    @torch.no_grad()
+    def init_output_bias(self, mean_pixel: torch.Tensor) -> None:
+        """Start the decoder at the data's mean colour (per channel) instead of grey.
+
+        From a grey start the first few hundred steps only learn "the frame is mostly black",
+        and on sparse frames V can then sit for thousands of steps on the empty-frame plateau.
+        Starting there, it learns where the objects are within a couple of hundred steps.
+        """
+        p = mean_pixel.clamp(1e-3, 1 - 1e-3).to(self.decoder[-1].bias.device)
+        self.decoder[-1].bias.copy_(torch.log(p / (1 - p)))
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """x: float (B, 3, 64, 64) in [0, 1] -> (mu, logvar), each (B, z_dim)."""
