@@ -72,6 +72,7 @@ class Config:
     # M: MDN-RNN
     mdrnn_hidden: int = 256
     mdrnn_gaussians: int = 5
+    mdrnn_mixture: str = "per_dim"  # per_dim (paper) | shared: one mixture weight per component (mdrnn.py)
     mdrnn_epochs: int = 20
     mdrnn_seq_len: int = 100
     mdrnn_batch_size: int = 32
@@ -100,6 +101,8 @@ class Config:
             raise ValueError(f"vae_blur must be >= 0, got {self.vae_blur}")
         if self.vae_recon_loss not in ("mse", "bce"):
             raise ValueError(f"vae_recon_loss '{self.vae_recon_loss}' is not one of mse, bce")
+        if self.mdrnn_mixture not in ("per_dim", "shared"):
+            raise ValueError(f"mdrnn_mixture '{self.mdrnn_mixture}' is not one of per_dim, shared")
         if self.controller_env not in ("real", "dream"):
             raise ValueError(f"controller_env '{self.controller_env}' is not one of real, dream")
         positive = ("collect_episodes", "episodes_per_file", "collect_action_repeat", "collect_max_steps", "z_dim",
@@ -161,7 +164,8 @@ class WorldModels:
         self.codec = ActionCodec(self.action_space)
         seed_everything(self.seed)
         self.vae = ConvVAE(cfg.z_dim, cfg.vae_channels, cfg.vae_norm, cfg.vae_blur).to(self.device).eval()
-        self.mdrnn = MDNRNN(cfg.z_dim, self.codec.m_dim, cfg.mdrnn_hidden, cfg.mdrnn_gaussians).to(self.device).eval()
+        self.mdrnn = MDNRNN(cfg.z_dim, self.codec.m_dim, cfg.mdrnn_hidden, cfg.mdrnn_gaussians,
+                            cfg.mdrnn_mixture).to(self.device).eval()
         self.params = torch.zeros(n_params(cfg.z_dim + cfg.mdrnn_hidden, self.codec.out_dim), device=self.device)
         self.init_latents: dict | None = None
         self.metas: dict = {"vae": None, "mdrnn": None, "controller": None}
@@ -247,7 +251,8 @@ class WorldModels:
             vae_id = self.metas["vae"]["vae_id"] if self.metas["vae"] else None
             self.mdrnn, self.init_latents, self.metas["mdrnn"] = art.load_mdrnn(
                 work / art.MDRNN_FILE, self.device, {"z_dim": cfg.z_dim, "hidden": cfg.mdrnn_hidden,
-                                                     "gaussians": cfg.mdrnn_gaussians, "vae_id": vae_id}, "controller")
+                                                     "gaussians": cfg.mdrnn_gaussians, "mixture": cfg.mdrnn_mixture,
+                                                     "vae_id": vae_id}, "controller")
         if (work / art.CONTROLLER_FILE).is_file():
             mdrnn_id = self.metas["mdrnn"]["mdrnn_id"] if self.metas["mdrnn"] else None
             self.params, self.metas["controller"] = art.load_controller(
@@ -319,6 +324,7 @@ class WorldModels:
         cfg.z_dim, cfg.vae_channels = int(meta["vae"]["z_dim"]), int(meta["vae"]["channels"])
         cfg.vae_norm, cfg.vae_blur = meta["vae"].get("norm", "none"), float(meta["vae"].get("blur", 0.0))
         cfg.mdrnn_hidden, cfg.mdrnn_gaussians = int(meta["mdrnn"]["hidden"]), int(meta["mdrnn"]["gaussians"])
+        cfg.mdrnn_mixture = meta["mdrnn"].get("mixture", "per_dim")
         agent = cls(meta["env_id"], cfg, seed=int(meta.get("seed", 0)), device=device,
                     backend=meta.get("backend", "local"), workers=meta.get("workers"),
                     env_kwargs=meta.get("env_kwargs"))

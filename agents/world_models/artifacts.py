@@ -20,6 +20,7 @@ from rlkit.errors import UsageError
 
 VAE_FILE, MDRNN_FILE, CONTROLLER_FILE = "vae.pt", "mdrnn.pt", "controller.pt"
 PARTIAL_DIR = "stages"  # per-stage resume checkpoints (epoch / generation), removed when a stage completes
+DEFAULTS = {"mixture": "per_dim", "norm": "none", "blur": 0.0}  # for artifacts written before these options
 
 
 def new_id() -> str:
@@ -34,7 +35,7 @@ def check_meta(meta: dict, kind: str, expect: dict | None, name: str, consumer: 
     for key, want in (expect or {}).items():
         if want is None:
             continue
-        got = meta.get(key)
+        got = meta.get(key, DEFAULTS.get(key))
         if got != want:
             raise UsageError(f"{name} has {key}={got} but {consumer} expects {want}")
 
@@ -73,7 +74,8 @@ def save_mdrnn(path: Path, mdrnn: MDNRNN, init_mu: torch.Tensor, init_logvar: to
 def load_mdrnn(path: Path, device="cpu", expect: dict | None = None, consumer: str = "this stage"):
     state, meta = _load(path, device)
     check_meta(meta, "mdrnn", expect, Path(path).name, consumer)
-    mdrnn = MDNRNN(int(meta["z_dim"]), int(meta["action_dim"]), int(meta["hidden"]), int(meta["gaussians"]))
+    mdrnn = MDNRNN(int(meta["z_dim"]), int(meta["action_dim"]), int(meta["hidden"]), int(meta["gaussians"]),
+                   meta.get("mixture", "per_dim"))
     mdrnn.load_state_dict(state["mdrnn"])
     extra = {"init_mu": state["init_mu"].to(device).float(), "init_logvar": state["init_logvar"].to(device).float()}
     return mdrnn.to(device).eval(), extra, meta

@@ -217,7 +217,7 @@ def mdrnn_stage(ctx: StageContext) -> dict:
     manifest = _complete_manifest(ctx, "mdrnn")
     codec = ActionCodec(ctx.action_space)
     episodes = wmdata.encode_dataset(vae, wmdata.data_files(ctx.work_dir / "data", manifest), codec, ctx.device)
-    mdrnn = MDNRNN(cfg.z_dim, codec.m_dim, cfg.mdrnn_hidden, cfg.mdrnn_gaussians).to(ctx.device)
+    mdrnn = MDNRNN(cfg.z_dim, codec.m_dim, cfg.mdrnn_hidden, cfg.mdrnn_gaussians, cfg.mdrnn_mixture).to(ctx.device)
     opt = torch.optim.Adam(mdrnn.parameters(), lr=cfg.mdrnn_lr)
     sizes = {**mdrnn.sizes(), "vae_id": vmeta["vae_id"]}
     start, step = 0, 0
@@ -269,9 +269,11 @@ def controller_stage(ctx: StageContext, on_generation) -> dict:
     """CMA-ES over C's parameters; each candidate scored by its mean return over ``cma_rollouts``.
 
     ``on_generation(real_steps_so_far) -> bool`` is called after every generation (the agent
-    forwards it to the training callback); False stops the search. The kept controller is the
-    search distribution's mean with the best score seen, evaluated each generation on the same
-    episodes as the candidates: the mean is a far less noisy choice than the luckiest sample.
+    forwards it to the training callback); False stops the search. Each generation also scores
+    the search distribution's mean on the same episodes as the candidates. Real env: the kept
+    controller is the mean with the best score seen (far less noisy than the luckiest sample).
+    Dream: the latest mean, because dream scores are noisier and a lucky early score in M's
+    imperfect world would otherwise freeze the choice.
     """
     cfg = ctx.cfg
     vae_path, mdrnn_path = ctx.work_dir / art.VAE_FILE, ctx.work_dir / art.MDRNN_FILE
@@ -313,7 +315,7 @@ def controller_stage(ctx: StageContext, on_generation) -> dict:
                 real_steps += sum(s for _, s in results)
                 fitness = returns.mean(axis=1)
                 es.tell(solutions, fitness[:-1])
-                if fitness[-1] >= best_score:
+                if dream or fitness[-1] >= best_score:  # dream: keep the latest mean (see docstring)
                     best, best_score = candidates[-1].copy(), float(fitness[-1])
                 ctx.logger.scalars({"controller/best": fitness[:-1].max(), "controller/mean": fitness[:-1].mean(),
                                     "controller/sigma": es.sigma, "controller/mean_params_score": fitness[-1]},
