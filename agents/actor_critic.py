@@ -54,13 +54,14 @@ class Config:
     shared: bool = False
     log_std_init: float = 0.0
     torch_threads: int = 1
+    frame_stack: int = 1              # > 1: stack the last k observations (velocity from pixels)
 
     def validate(self) -> None:
         if self.objective not in ("discounted", "average"):
             raise ValueError(f"objective '{self.objective}' is not one of discounted, average")
         if self.optimizer not in ("rmsprop", "adam"):
             raise ValueError(f"optimizer '{self.optimizer}' is not one of rmsprop, adam")
-        for name in ("n_envs", "n_steps"):
+        for name in ("n_envs", "n_steps", "frame_stack"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not 0 <= self.gamma <= 1 or not 0 <= self.gae_lambda <= 1:
@@ -82,7 +83,8 @@ class ActorCritic:
         self.runner = PolicyRunner(env_id, self.env_kwargs, n_envs=c.n_envs, n_steps=c.n_steps, seed=seed,
                                    device=device, hidden=c.hidden, activation=c.activation, shared=c.shared,
                                    log_std_init=c.log_std_init, norm_obs=c.norm_obs, norm_reward=c.norm_reward,
-                                   gamma=c.gamma, torch_threads=c.torch_threads, logger=self.logger)
+                                   gamma=c.gamma, torch_threads=c.torch_threads,
+                                   frame_stack=c.frame_stack, logger=self.logger)
         self.model, self.device = self.runner.model, self.runner.device
         self.observation_space, self.action_space = self.runner.observation_space, self.runner.action_space
         if c.optimizer == "rmsprop":

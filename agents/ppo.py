@@ -53,11 +53,12 @@ class Config:
     log_std_init: float = 0.0
     adam_eps: float = 1e-5
     torch_threads: int = 1
+    frame_stack: int = 1              # > 1: stack the last k observations (velocity from pixels)
 
     def validate(self) -> None:
         if self.objective not in ("discounted", "average"):
             raise ValueError(f"objective '{self.objective}' is not one of discounted, average")
-        for name in ("n_envs", "n_steps", "n_epochs", "batch_size"):
+        for name in ("n_envs", "n_steps", "frame_stack", "n_epochs", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not 0 <= self.gamma <= 1 or not 0 <= self.gae_lambda <= 1:
@@ -81,7 +82,8 @@ class PPO:
         self.runner = PolicyRunner(env_id, self.env_kwargs, n_envs=c.n_envs, n_steps=c.n_steps, seed=seed,
                                    device=device, hidden=c.hidden, activation=c.activation, shared=c.shared,
                                    log_std_init=c.log_std_init, norm_obs=c.norm_obs, norm_reward=c.norm_reward,
-                                   gamma=c.gamma, torch_threads=c.torch_threads, logger=self.logger)
+                                   gamma=c.gamma, torch_threads=c.torch_threads,
+                                   frame_stack=c.frame_stack, logger=self.logger)
         self.model, self.device = self.runner.model, self.runner.device
         self.observation_space, self.action_space = self.runner.observation_space, self.runner.action_space
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=c.learning_rate, eps=c.adam_eps)

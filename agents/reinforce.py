@@ -56,9 +56,10 @@ class Config:
     log_std_init: float = 0.0
     adam_eps: float = 1e-5
     torch_threads: int = 1
+    frame_stack: int = 1              # > 1: stack the last k observations (velocity from pixels)
 
     def validate(self) -> None:
-        for name in ("n_envs", "n_steps"):
+        for name in ("n_envs", "n_steps", "frame_stack"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not 0 <= self.gamma <= 1:
@@ -81,7 +82,7 @@ class Reinforce:
                                    device=device, hidden=c.hidden, activation=c.activation, shared=c.shared,
                                    log_std_init=c.log_std_init, critic=c.baseline, norm_obs=c.norm_obs,
                                    norm_reward=c.norm_reward, gamma=c.gamma, torch_threads=c.torch_threads,
-                                   logger=self.logger)
+                                   frame_stack=c.frame_stack, logger=self.logger)
         self.model, self.device = self.runner.model, self.runner.device
         self.observation_space, self.action_space = self.runner.observation_space, self.runner.action_space
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=c.learning_rate, eps=c.adam_eps)

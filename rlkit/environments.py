@@ -40,8 +40,10 @@ def make_env(env_id: str, env_kwargs: dict | None = None, render_mode: str | Non
 
 
 def make_vec_env(env_id: str, n_envs: int, seed: int | None = None, env_kwargs: dict | None = None,
-                 native: bool = True, record_stats: bool = True) -> gym.vector.VectorEnv:
+                 native: bool = True, record_stats: bool = True, frame_stack: int = 1) -> gym.vector.VectorEnv:
     """A vector env in NEXT_STEP autoreset mode, with RecordEpisodeStatistics, reset with ``seed``.
+
+    ``frame_stack`` > 1 concatenates the last k observations (rlkit.framestack).
 
     Copy i is seeded with ``seed + i`` (Gymnasium's convention) by the first reset; later resets
     pass no seed so the envs' own generators carry on.
@@ -58,6 +60,10 @@ def make_vec_env(env_id: str, n_envs: int, seed: int | None = None, env_kwargs: 
         raise RuntimeError(f"{env_id}: vector env uses autoreset mode {mode}, rlkit expects {AUTORESET}")
     if record_stats:
         venv = gym.wrappers.vector.RecordEpisodeStatistics(venv)
+    if frame_stack > 1:
+        from rlkit.framestack import VectorFrameStack
+
+        venv = VectorFrameStack(venv, frame_stack)
     if seed is not None:
         venv.action_space.seed(seed)
         venv.single_action_space.seed(seed)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from rlkit.environments import env_reference, fraction_of_reference, make_vec_env
+from rlkit.framestack import agent_frame_stack
 
 
 def evaluate(agent, env_id: str, episodes: int = 10, seed: int = 10_000, env_kwargs: dict | None = None,
@@ -41,7 +42,8 @@ def evaluate(agent, env_id: str, episodes: int = 10, seed: int = 10_000, env_kwa
 
 
 def _run_batch(agent, env_id, n, seed, env_kwargs, deterministic):
-    venv = make_vec_env(env_id, n, seed=None, env_kwargs=env_kwargs, record_stats=False)
+    venv = make_vec_env(env_id, n, seed=None, env_kwargs=env_kwargs, record_stats=False,
+                        frame_stack=agent_frame_stack(agent))
     try:
         obs, _ = venv.reset(seed=seed)
         ep_ret = np.zeros(n)

@@ -20,21 +20,24 @@ class PolicyRunner:
     def __init__(self, env_id: str, env_kwargs: dict, *, n_envs: int, n_steps: int, seed: int, device: str,
                  hidden=(64, 64), activation: str = "tanh", shared: bool = False, log_std_init: float = 0.0,
                  critic: bool = True, norm_obs: bool = False, norm_reward: bool = False, gamma: float = 0.99,
-                 torch_threads: int = 0, logger=None):
+                 torch_threads: int = 0, frame_stack: int = 1, logger=None):
         seed_everything(seed)
         if torch_threads > 0:
             torch.set_num_threads(torch_threads)  # tiny MLPs run fastest on one thread
-        self.venv = make_vec_env(env_id, n_envs, seed=seed, env_kwargs=env_kwargs)
-        self.observation_space = self.venv.single_observation_space
+        self.venv = make_vec_env(env_id, n_envs, seed=seed, env_kwargs=env_kwargs, frame_stack=frame_stack)
+        # The env's own space (checked against checkpoints); the network sees the stacked one.
+        self.observation_space = self.venv.unwrapped.single_observation_space if frame_stack > 1 \
+            else self.venv.single_observation_space
+        model_obs_space = self.venv.single_observation_space
         self.action_space = self.venv.single_action_space
-        if norm_obs and is_image_space(self.observation_space):
+        if norm_obs and is_image_space(model_obs_space):
             norm_obs = False  # pixels are scaled to [0, 1] by the CNN instead
         self.obs_norm = NormalizeObservation(self.venv) if norm_obs else None
         env = self.obs_norm or self.venv
         self.reward_norm = NormalizeReward(env, gamma=gamma) if norm_reward else None
         self.env = self.reward_norm or env
-        self.device = resolve_device(device, self.observation_space)
-        self.model = ActorCritic(self.observation_space, self.action_space, hidden=hidden, activation=activation,
+        self.device = resolve_device(device, model_obs_space)
+        self.model = ActorCritic(model_obs_space, self.action_space, hidden=hidden, activation=activation,
                                  shared=shared, log_std_init=log_std_init, critic=critic).to(self.device)
         self.rollout = Rollout(self.env, n_steps, self.device, seed=seed, logger=logger)
 

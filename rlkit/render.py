@@ -15,8 +15,11 @@ FORMATS = (".gif", ".mp4")
 def record_episodes(agent, env_id: str, env_kwargs: dict, episodes: int, seed: int,
                     render_mode: str = "rgb_array", max_frames: int = 5000) -> tuple[list[np.ndarray], list[float]]:
     from rlkit.environments import make_env
+    from rlkit.framestack import FrameStack, agent_frame_stack
 
     env = make_env(env_id, env_kwargs, render_mode=render_mode)
+    if agent_frame_stack(agent) > 1:
+        env = FrameStack(env, agent_frame_stack(agent))
     frames, returns = [], []
     recurrent = getattr(agent, "recurrent", False)
     try:
