@@ -21,6 +21,7 @@ import torch
 
 from rlkit.environments import is_continuing
 from rlkit.logger import NullLogger
+from rlkit.networks import CNNS
 from rlkit.onpolicy import PolicyRunner, learn_loop, load_agent, save_agent
 from rlkit.returns import gae
 
@@ -54,8 +55,11 @@ class Config:
     adam_eps: float = 1e-5
     torch_threads: int = 1
     frame_stack: int = 1              # > 1: stack the last k observations (velocity from pixels)
+    cnn: str = "nature"               # torso for pixel observations: nature | compact (rlkit.networks.CNNS)
 
     def validate(self) -> None:
+        if self.cnn not in CNNS:
+            raise ValueError(f"cnn '{self.cnn}' is not one of {', '.join(CNNS)}")
         if self.objective not in ("discounted", "average"):
             raise ValueError(f"objective '{self.objective}' is not one of discounted, average")
         for name in ("n_envs", "n_steps", "frame_stack", "n_epochs", "batch_size"):
@@ -83,7 +87,7 @@ class PPO:
                                    device=device, hidden=c.hidden, activation=c.activation, shared=c.shared,
                                    log_std_init=c.log_std_init, norm_obs=c.norm_obs, norm_reward=c.norm_reward,
                                    gamma=c.gamma, torch_threads=c.torch_threads,
-                                   frame_stack=c.frame_stack, logger=self.logger)
+                                   frame_stack=c.frame_stack, cnn=c.cnn, logger=self.logger)
         self.model, self.device = self.runner.model, self.runner.device
         self.observation_space, self.action_space = self.runner.observation_space, self.runner.action_space
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=c.learning_rate, eps=c.adam_eps)

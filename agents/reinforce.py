@@ -31,6 +31,7 @@ import torch
 
 from rlkit.environments import is_continuing
 from rlkit.logger import NullLogger
+from rlkit.networks import CNNS
 from rlkit.onpolicy import PolicyRunner, learn_loop, load_agent, save_agent
 from rlkit.returns import discounted_returns
 
@@ -57,8 +58,11 @@ class Config:
     adam_eps: float = 1e-5
     torch_threads: int = 1
     frame_stack: int = 1              # > 1: stack the last k observations (velocity from pixels)
+    cnn: str = "nature"               # torso for pixel observations: nature | compact (rlkit.networks.CNNS)
 
     def validate(self) -> None:
+        if self.cnn not in CNNS:
+            raise ValueError(f"cnn '{self.cnn}' is not one of {', '.join(CNNS)}")
         for name in ("n_envs", "n_steps", "frame_stack"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -82,7 +86,7 @@ class Reinforce:
                                    device=device, hidden=c.hidden, activation=c.activation, shared=c.shared,
                                    log_std_init=c.log_std_init, critic=c.baseline, norm_obs=c.norm_obs,
                                    norm_reward=c.norm_reward, gamma=c.gamma, torch_threads=c.torch_threads,
-                                   frame_stack=c.frame_stack, logger=self.logger)
+                                   frame_stack=c.frame_stack, cnn=c.cnn, logger=self.logger)
         self.model, self.device = self.runner.model, self.runner.device
         self.observation_space, self.action_space = self.runner.observation_space, self.runner.action_space
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=c.learning_rate, eps=c.adam_eps)

@@ -1,7 +1,7 @@
 """Networks shared by the hand-written agents: torsos chosen from the observation space, heads from the
 action space, and an actor-critic module that composes them.
 
-- vector observations -> MLP; image observations (H, W, C uint8 Box) -> Nature-style CNN.
+- vector observations -> MLP; image observations (H, W, C uint8 Box) -> CNN (``cnn``: nature | compact).
 - Discrete -> categorical, MultiDiscrete -> independent categoricals, Box -> diagonal Gaussian with a
   state-independent log std (as in SB3 / CleanRL); samples are clipped to the Box by the rollout.
 """
@@ -42,16 +42,29 @@ def mlp(in_dim: int, hidden: list[int], activation: str = "tanh") -> tuple[nn.Mo
     return nn.Sequential(*layers), dim
 
 
-class NatureCNN(nn.Module):
-    """Mnih et al. 2015 torso for (H, W, C) uint8 frames; scales to [0, 1] itself."""
+# (out_channels, kernel, stride) per conv layer, then one dense layer of `features` units.
+CNNS = {
+    # Mnih et al. 2015, the Atari default.
+    "nature": ([(32, 8, 4), (64, 4, 2), (64, 3, 1)], 512),
+    # Patchify then one conv: 4x cheaper than "nature" on 64x64 frames. The first layer's 4x4
+    # stride-4 patches line up with the cells of grid games drawn 4 px per cell (Catch), so each
+    # cell becomes one feature vector and no filter straddles two cells.
+    "compact": ([(32, 4, 4), (64, 3, 2)], 256),
+}
 
-    def __init__(self, obs_shape: tuple[int, int, int], features: int = 512):
+
+class CNN(nn.Module):
+    """Conv torso for (H, W, C) uint8 frames; scales to [0, 1] itself. ``arch`` is a key of CNNS."""
+
+    def __init__(self, obs_shape: tuple[int, int, int], arch: str = "nature"):
         super().__init__()
         h, w, c = obs_shape
-        self.conv = nn.Sequential(
-            init_layer(nn.Conv2d(c, 32, 8, stride=4)), nn.ReLU(),
-            init_layer(nn.Conv2d(32, 64, 4, stride=2)), nn.ReLU(),
-            init_layer(nn.Conv2d(64, 64, 3, stride=1)), nn.ReLU(), nn.Flatten())
+        convs, features = CNNS[arch]
+        layers, channels = [], c
+        for out, kernel, stride in convs:
+            layers += [init_layer(nn.Conv2d(channels, out, kernel, stride=stride)), nn.ReLU()]
+            channels = out
+        self.conv = nn.Sequential(*layers, nn.Flatten())
         with torch.no_grad():
             n = self.conv(torch.zeros(1, c, h, w)).shape[1]
         self.fc = nn.Sequential(init_layer(nn.Linear(n, features)), nn.ReLU())
@@ -71,9 +84,9 @@ class VectorTorso(nn.Module):
         return self.net(obs.float().flatten(1))
 
 
-def make_torso(obs_space: spaces.Space, hidden: list[int], activation: str = "tanh") -> nn.Module:
+def make_torso(obs_space: spaces.Space, hidden: list[int], activation: str = "tanh", cnn: str = "nature") -> nn.Module:
     if is_image_space(obs_space):
-        return NatureCNN(obs_space.shape)
+        return CNN(obs_space.shape, cnn)
     if isinstance(obs_space, spaces.Box):
         return VectorTorso(obs_space, hidden, activation)
     raise ValueError(f"unsupported observation space {obs_space}")
@@ -144,14 +157,14 @@ class ActorCritic(nn.Module):
     """Policy and value function over one shared torso, or two separate ones (``shared=False``)."""
 
     def __init__(self, obs_space, action_space, hidden=(64, 64), activation="tanh", shared=False,
-                 log_std_init=0.0, critic=True):
+                 log_std_init=0.0, critic=True, cnn="nature"):
         super().__init__()
         hidden = list(hidden)
         self.shared = shared or is_image_space(obs_space)  # CNNs share their torso, as in Nature DQN/PPO
-        self.actor_torso = make_torso(obs_space, hidden, activation)
+        self.actor_torso = make_torso(obs_space, hidden, activation, cnn)
         self.critic_torso = None
         if critic and not self.shared:
-            self.critic_torso = make_torso(obs_space, hidden, activation)
+            self.critic_torso = make_torso(obs_space, hidden, activation, cnn)
         self.head = ActionHead(action_space, self.actor_torso.out_dim, log_std_init)
         self.value = init_layer(nn.Linear(self.actor_torso.out_dim, 1), gain=1.0) if critic else None
 

@@ -20,7 +20,7 @@ class PolicyRunner:
     def __init__(self, env_id: str, env_kwargs: dict, *, n_envs: int, n_steps: int, seed: int, device: str,
                  hidden=(64, 64), activation: str = "tanh", shared: bool = False, log_std_init: float = 0.0,
                  critic: bool = True, norm_obs: bool = False, norm_reward: bool = False, gamma: float = 0.99,
-                 torch_threads: int = 0, frame_stack: int = 1, logger=None):
+                 torch_threads: int = 0, frame_stack: int = 1, cnn: str = "nature", logger=None):
         seed_everything(seed)
         if torch_threads > 0:
             torch.set_num_threads(torch_threads)  # tiny MLPs run fastest on one thread
@@ -38,7 +38,7 @@ class PolicyRunner:
         self.env = self.reward_norm or env
         self.device = resolve_device(device, model_obs_space)
         self.model = ActorCritic(model_obs_space, self.action_space, hidden=hidden, activation=activation,
-                                 shared=shared, log_std_init=log_std_init, critic=critic).to(self.device)
+                                 shared=shared, log_std_init=log_std_init, critic=critic, cnn=cnn).to(self.device)
         self.rollout = Rollout(self.env, n_steps, self.device, seed=seed, logger=logger)
 
     def policy_step(self, obs: torch.Tensor):

@@ -79,3 +79,21 @@ def test_ppo_with_frame_stack_evaluates_and_reloads(tmp_path):
     np.testing.assert_array_equal(agent.predict(obs), again.predict(obs))
     result = evaluate(again, "rlkit/Catch-v0", episodes=2, env_kwargs=env_kwargs)
     assert result["mean_ep_length"] == 150
+
+
+@pytest.mark.parametrize("arch", ["nature", "compact"])
+def test_cnn_torsos_take_stacked_frames(arch):
+    import torch
+
+    from rlkit.networks import CNN, CNNS
+
+    net = CNN((64, 64, 6), arch)
+    out = net(torch.zeros(5, 64, 64, 6, dtype=torch.uint8))
+    assert out.shape == (5, CNNS[arch][1])
+
+
+def test_unknown_cnn_is_rejected():
+    from agents.ppo import PPO
+
+    with pytest.raises(ValueError, match="cnn 'resnet'"):
+        PPO.Config(cnn="resnet").validate()

@@ -143,10 +143,10 @@ class SB3Agent:
                                         policy_kwargs=_policy_kwargs(config.policy_kwargs), **hp)
         except (ValueError, AssertionError, TypeError) as exc:
             raise UsageError(f"{type(self).__name__} rejected its configuration: {exc}") from None
-        if run_dir is not None:
-            from stable_baselines3.common.logger import configure
+        from stable_baselines3.common.logger import Logger, configure
 
-            self.model.set_logger(configure(str(run_dir), ["tensorboard"]))
+        # Without a run dir, a silent logger: SB3's default would create /tmp/SB3-<date> dirs.
+        self.model.set_logger(configure(str(run_dir), ["tensorboard"]) if run_dir is not None else Logger(None, []))
         self.observation_space = venv.observation_space
         self.action_space = venv.action_space
 
