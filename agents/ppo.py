@@ -50,7 +50,7 @@ class Config:
     avg_reward_lr: float = 0.05       # step size of the average-reward estimate
     hidden: list[int] = field(default_factory=lambda: [64, 64])
     activation: str = "tanh"
-    shared: bool = False
+    shared: bool | None = None        # one torso for actor and critic; None: shared for CNNs only
     log_std_init: float = 0.0
     adam_eps: float = 1e-5
     torch_threads: int = 1

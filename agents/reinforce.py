@@ -53,7 +53,7 @@ class Config:
     norm_reward: bool = False
     hidden: list[int] = field(default_factory=lambda: [64, 64])
     activation: str = "tanh"
-    shared: bool = False              # a shared torso lets the value loss pull on the policy's features
+    shared: bool | None = None        # one torso for actor and critic; None: shared for CNNs only
     log_std_init: float = 0.0
     adam_eps: float = 1e-5
     torch_threads: int = 1

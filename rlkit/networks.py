@@ -156,11 +156,12 @@ class ActionDist:
 class ActorCritic(nn.Module):
     """Policy and value function over one shared torso, or two separate ones (``shared=False``)."""
 
-    def __init__(self, obs_space, action_space, hidden=(64, 64), activation="tanh", shared=False,
+    def __init__(self, obs_space, action_space, hidden=(64, 64), activation="tanh", shared=None,
                  log_std_init=0.0, critic=True, cnn="nature"):
         super().__init__()
         hidden = list(hidden)
-        self.shared = shared or is_image_space(obs_space)  # CNNs share their torso, as in Nature DQN/PPO
+        # None: CNNs share one torso (as in Nature DQN / PPO's Atari setup), MLPs get two.
+        self.shared = is_image_space(obs_space) if shared is None else bool(shared)
         self.actor_torso = make_torso(obs_space, hidden, activation, cnn)
         self.critic_torso = None
         if critic and not self.shared:

@@ -18,7 +18,7 @@ from rlkit.rollout import Rollout, env_action
 
 class PolicyRunner:
     def __init__(self, env_id: str, env_kwargs: dict, *, n_envs: int, n_steps: int, seed: int, device: str,
-                 hidden=(64, 64), activation: str = "tanh", shared: bool = False, log_std_init: float = 0.0,
+                 hidden=(64, 64), activation: str = "tanh", shared: bool | None = None, log_std_init: float = 0.0,
                  critic: bool = True, norm_obs: bool = False, norm_reward: bool = False, gamma: float = 0.99,
                  torch_threads: int = 0, frame_stack: int = 1, cnn: str = "nature", logger=None):
         seed_everything(seed)
