@@ -437,15 +437,16 @@ def test_parallel_workers_spawn_and_ray(tmp_path):
 
 @pytest.mark.slow
 def test_catch_real_controller_beats_random(tmp_path):
-    """A shortened Catch pipeline (yaml sizes, 30 CMA-ES generations): far above the random policy.
+    """A shortened Catch pipeline (100 episodes of data, 30 CMA-ES generations): far above random play.
 
-    Random play scores about -6.4 of a possible 10; the full yaml run reaches about 6 (docs).
+    Random play scores about -6.4 of a possible 10; the full yaml pipeline reaches about 10 (docs).
     """
     from rlkit import config
     from rlkit.evaluation import evaluate
 
     cfg, env_kwargs = config.resolve(WorldModels.Config, "world-models", ENV, None,
-                                     {"cma_popsize": 16, "cma_generations": 30, "mdrnn_epochs": 10,
+                                     {"collect_episodes": 100, "episodes_per_file": 10, "vae_epochs": 10,
+                                      "cma_popsize": 16, "cma_generations": 30, "mdrnn_epochs": 10,
                                       "progress": False})
     agent = WorldModels(ENV, cfg, seed=0, run_dir=tmp_path, env_kwargs=env_kwargs)
     agent.learn(10**9)
