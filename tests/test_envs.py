@@ -252,9 +252,11 @@ def test_bad_actions_raise():
 ])
 def test_sb3_ppo_runs(env_id, kwargs, policy):
     from stable_baselines3 import PPO
+    from stable_baselines3.common.logger import Logger
 
     env = gym.make(env_id, **kwargs)
     model = PPO(policy, env, n_steps=128, batch_size=64, n_epochs=1, seed=0, device="cpu", verbose=0)
+    model.set_logger(Logger(None, []))  # SB3's default logger would leave a /tmp/SB3-<date> dir
     model.learn(total_timesteps=256)
     action, _ = model.predict(env.reset(seed=0)[0], deterministic=True)
     assert env.action_space.contains(action)
