@@ -25,8 +25,7 @@ import torch
 
 from rlkit.environments import is_continuing
 from rlkit.logger import NullLogger
-from rlkit.networks import CNNS
-from rlkit.onpolicy import PolicyRunner, learn_loop, load_agent, save_agent
+from rlkit.onpolicy import PolicyRunner, check_runner_options, learn_loop, load_agent, save_agent
 from rlkit.returns import gae
 
 
@@ -59,15 +58,11 @@ class Config:
     cnn: str = "nature"               # torso for pixel observations: nature | compact (rlkit.networks.CNNS)
 
     def validate(self) -> None:
-        if self.cnn not in CNNS:
-            raise ValueError(f"cnn '{self.cnn}' is not one of {', '.join(CNNS)}")
+        check_runner_options(self)
         if self.objective not in ("discounted", "average"):
             raise ValueError(f"objective '{self.objective}' is not one of discounted, average")
         if self.optimizer not in ("rmsprop", "adam"):
             raise ValueError(f"optimizer '{self.optimizer}' is not one of rmsprop, adam")
-        for name in ("n_envs", "n_steps", "frame_stack"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not 0 <= self.gamma <= 1 or not 0 <= self.gae_lambda <= 1:
             raise ValueError("gamma and gae_lambda must lie in [0, 1]")
         if self.learning_rate <= 0:

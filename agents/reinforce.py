@@ -31,8 +31,7 @@ import torch
 
 from rlkit.environments import is_continuing
 from rlkit.logger import NullLogger
-from rlkit.networks import CNNS
-from rlkit.onpolicy import PolicyRunner, learn_loop, load_agent, save_agent
+from rlkit.onpolicy import PolicyRunner, check_runner_options, learn_loop, load_agent, save_agent
 from rlkit.returns import discounted_returns
 
 
@@ -61,11 +60,7 @@ class Config:
     cnn: str = "nature"               # torso for pixel observations: nature | compact (rlkit.networks.CNNS)
 
     def validate(self) -> None:
-        if self.cnn not in CNNS:
-            raise ValueError(f"cnn '{self.cnn}' is not one of {', '.join(CNNS)}")
-        for name in ("n_envs", "n_steps", "frame_stack"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        check_runner_options(self)
         if not 0 <= self.gamma <= 1:
             raise ValueError("gamma must lie in [0, 1]")
         if self.learning_rate <= 0:

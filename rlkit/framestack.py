@@ -6,6 +6,9 @@ keeps an image an image (H, W, k*C), so the Nature CNN reads it unchanged; vecto
 become k*D long. The stack lives in the env wrappers below, so training, ``eval`` and ``render``
 see exactly the same observations. An agent asks for it with ``frame_stack: k`` in its config.
 
+Each step builds a new array and never writes into one it has returned, so callers may keep
+the observations they get (the rollout stores them) without copies.
+
 Under NEXT_STEP autoreset the step after an episode end returns the new episode's first frame:
 that step refills the whole stack with it, so no frame of the old episode leaks into the new one.
 """
@@ -42,13 +45,13 @@ class FrameStack(gym.Wrapper):
     def reset(self, **kwargs):
         obs, info = self.env.reset(**kwargs)
         self._frames = np.concatenate([obs] * self.k, axis=-1)
-        return self._frames.copy(), info
+        return self._frames, info
 
     def step(self, action):
         obs, reward, terminated, truncated, info = self.env.step(action)
         c = np.shape(obs)[-1]
         self._frames = np.concatenate([self._frames[..., c:], obs], axis=-1)
-        return self._frames.copy(), reward, terminated, truncated, info
+        return self._frames, reward, terminated, truncated, info
 
 
 class VectorFrameStack(gym.vector.VectorWrapper):
@@ -66,7 +69,7 @@ class VectorFrameStack(gym.vector.VectorWrapper):
         obs, info = self.env.reset(seed=seed, options=options)
         self._frames = np.concatenate([obs] * self.k, axis=-1)
         self._episode_over[:] = False
-        return self._frames.copy(), info
+        return self._frames, info
 
     def step(self, actions):
         obs, reward, terminated, truncated, info = self.env.step(actions)
@@ -77,4 +80,4 @@ class VectorFrameStack(gym.vector.VectorWrapper):
             frames[restarted] = np.concatenate([obs[restarted]] * self.k, axis=-1)
         self._frames = frames
         self._episode_over = np.logical_or(terminated, truncated)
-        return frames.copy(), reward, terminated, truncated, info
+        return frames, reward, terminated, truncated, info

@@ -12,8 +12,17 @@ from gymnasium.wrappers.vector import NormalizeObservation, NormalizeReward
 
 from rlkit.agent_state import load_rms, normalize, rms_state, rng_state, set_rng_state
 from rlkit.environments import make_vec_env, seed_everything
-from rlkit.networks import ActorCritic, is_image_space, resolve_device
+from rlkit.networks import CNNS, ActorCritic, is_image_space, resolve_device
 from rlkit.rollout import Rollout, env_action
+
+
+def check_runner_options(c) -> None:
+    """Validate the config fields every on-policy agent hands to PolicyRunner (ValueError -> exit 2)."""
+    for name in ("n_envs", "n_steps", "frame_stack"):
+        if getattr(c, name) < 1:
+            raise ValueError(f"{name} must be >= 1, got {getattr(c, name)}")
+    if c.cnn not in CNNS:
+        raise ValueError(f"cnn '{c.cnn}' is not one of {', '.join(CNNS)}")
 
 
 class PolicyRunner:
@@ -26,8 +35,7 @@ class PolicyRunner:
             torch.set_num_threads(torch_threads)  # tiny MLPs run fastest on one thread
         self.venv = make_vec_env(env_id, n_envs, seed=seed, env_kwargs=env_kwargs, frame_stack=frame_stack)
         # The env's own space (checked against checkpoints); the network sees the stacked one.
-        self.observation_space = self.venv.unwrapped.single_observation_space if frame_stack > 1 \
-            else self.venv.single_observation_space
+        self.observation_space = self.venv.unwrapped.single_observation_space
         model_obs_space = self.venv.single_observation_space
         self.action_space = self.venv.single_action_space
         if norm_obs and is_image_space(model_obs_space):

@@ -18,8 +18,9 @@ def record_episodes(agent, env_id: str, env_kwargs: dict, episodes: int, seed: i
     from rlkit.framestack import FrameStack, agent_frame_stack
 
     env = make_env(env_id, env_kwargs, render_mode=render_mode)
-    if agent_frame_stack(agent) > 1:
-        env = FrameStack(env, agent_frame_stack(agent))
+    k = agent_frame_stack(agent)
+    if k > 1:
+        env = FrameStack(env, k)
     frames, returns = [], []
     recurrent = getattr(agent, "recurrent", False)
     try:
