@@ -333,6 +333,23 @@ def test_stage_all_skips_finished_stages(pipeline):
     assert again.metas["controller"]["mdrnn_id"] == agent.metas["mdrnn"]["mdrnn_id"]
 
 
+def test_stage_run_alone_matches_one_command_run(pipeline, tmp_path):
+    """M trained by `--set stage=mdrnn` on the same data and V equals M from the all-stages run,
+    whatever used torch's global RNG before it (initial weights depend on (seed, stage) only)."""
+    agent, run_dir, _ = pipeline
+    work = tmp_path / "work"
+    (work / "data").mkdir(parents=True)
+    for f in (run_dir / "data").iterdir():
+        (work / "data" / f.name).write_bytes(f.read_bytes())
+    (work / "vae.pt").write_bytes((run_dir / "vae.pt").read_bytes())
+    torch.manual_seed(12345)
+    torch.rand(1000)  # unrelated RNG use in the same process
+    alone = WorldModels(ENV, tiny_config(stage="mdrnn", work_dir=str(work)), seed=0, device="cpu")
+    alone.learn(0)
+    for name, value in agent.mdrnn.state_dict().items():
+        assert torch.equal(alone.mdrnn.state_dict()[name], value), name
+
+
 def test_dream_rollout_finite_latents_and_gif(pipeline, tmp_path):
     agent, _, _ = pipeline
     traj = write_dream_gif(tmp_path / "dream.gif", agent.vae, agent.mdrnn, agent.init_latents, agent.codec,

@@ -62,6 +62,11 @@ class StageContext:
     def rng(self, *tags: int) -> np.random.Generator:
         return np.random.default_rng([self.seed, *tags])
 
+    def seed_torch(self, *tags: int) -> None:
+        """Seed torch's global RNG from (seed, tags) only. Without it a model's initial weights
+        would depend on whatever ran earlier in the process (a one-command run vs one stage)."""
+        torch.manual_seed(int(self.rng(*tags).integers(2**63 - 1)))
+
 
 def episode_seed(seed: int, episode: int) -> int:
     # Far from the evaluator's seeds (10_000 + i) so collected episodes never replay eval episodes.
@@ -164,6 +169,7 @@ def vae_stage(ctx: StageContext) -> dict:
     cfg = ctx.cfg
     manifest = _complete_manifest(ctx, "vae")
     files = wmdata.data_files(ctx.work_dir / "data", manifest)
+    ctx.seed_torch(1)
     vae = ConvVAE(cfg.z_dim, cfg.vae_channels, cfg.vae_norm, cfg.vae_blur).to(ctx.device)
     opt = torch.optim.Adam(vae.parameters(), lr=cfg.vae_lr)
     sizes = {"z_dim": cfg.z_dim, "channels": cfg.vae_channels, "norm": cfg.vae_norm, "blur": cfg.vae_blur}
@@ -181,7 +187,7 @@ def vae_stage(ctx: StageContext) -> dict:
     with ctx.bar(cfg.vae_epochs * batches_per_epoch, "vae", "batch") as bar:
         bar.update(start * batches_per_epoch)
         for epoch in range(start, cfg.vae_epochs):
-            torch.manual_seed(ctx.seed * 7919 + epoch)
+            ctx.seed_torch(1, epoch)
             vae.train()
             for frames in wmdata.iterate_frame_batches(files, cfg.vae_batch_size, cfg.vae_buffer_frames,
                                                        ctx.rng(1, epoch)):
@@ -217,6 +223,7 @@ def mdrnn_stage(ctx: StageContext) -> dict:
     manifest = _complete_manifest(ctx, "mdrnn")
     codec = ActionCodec(ctx.action_space)
     episodes = wmdata.encode_dataset(vae, wmdata.data_files(ctx.work_dir / "data", manifest), codec, ctx.device)
+    ctx.seed_torch(2)
     mdrnn = MDNRNN(cfg.z_dim, codec.m_dim, cfg.mdrnn_hidden, cfg.mdrnn_gaussians, cfg.mdrnn_mixture).to(ctx.device)
     opt = torch.optim.Adam(mdrnn.parameters(), lr=cfg.mdrnn_lr)
     sizes = {**mdrnn.sizes(), "vae_id": vmeta["vae_id"]}
