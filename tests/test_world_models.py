@@ -379,6 +379,36 @@ def test_dream_controller_stage_and_mismatch(pipeline, tmp_path):
         WorldModels(ENV, tiny_config(stage="controller", mdrnn_hidden=16, work_dir=str(tmp_path / "dream"))).learn(0)
 
 
+@pytest.mark.parametrize("mode", ["real", "dream"])
+def test_controller_keeps_the_mean_with_the_best_held_out_score(pipeline, tmp_path, monkeypatch, mode):
+    from agents.world_models import rollouts
+
+    agent, run_dir, _ = pipeline
+    for name in ("vae.pt", "mdrnn.pt"):
+        (tmp_path / name).write_bytes((run_dir / name).read_bytes())
+    held_out = []  # (params, score) of every held-out evaluation: one params row, cma_eval_rollouts seeds
+    evaluate = rollouts.Worker.evaluate
+
+    def recording(self, params, seeds, seed):
+        ret, steps = evaluate(self, params, seeds, seed)
+        if len(params) == 1:
+            held_out.append((params[0].copy(), ret))
+        return ret, steps
+
+    monkeypatch.setattr(rollouts.Worker, "evaluate", recording)
+    cfg = tiny_config(stage="controller", controller_env=mode, work_dir=str(tmp_path), cma_generations=6,
+                      cma_eval_every=2, cma_eval_rollouts=3, cma_sigma0=1.0)
+    WorldModels(ENV, cfg).learn(0)
+    assert len(held_out) == 3  # generations 2, 4 and 6
+    scores = [float(ret.mean()) for _, ret in held_out]
+    assert all(ret.shape == (1, 3) for _, ret in held_out)
+    params, meta = art.load_controller(tmp_path / art.CONTROLLER_FILE)
+    best = int(np.argmax(scores[::-1]))  # ties go to the later mean
+    best = len(scores) - 1 - best
+    assert meta["score"] == pytest.approx(scores[best])
+    np.testing.assert_allclose(np.asarray(params, dtype=np.float64), held_out[best][0], rtol=1e-6)
+
+
 def test_vae_stage_resumes_from_its_epoch_checkpoint(pipeline, tmp_path, monkeypatch):
     _, run_dir, _ = pipeline
     work = tmp_path / "resume"

@@ -87,6 +87,8 @@ class Config:
     cma_sigma0: float = 0.1
     cma_generations: int = 300
     cma_rollouts: int = 16  # episodes per candidate (the same seeds for every candidate of a generation)
+    cma_eval_every: int = 25  # score the search mean on held-out episodes every this many generations
+    cma_eval_rollouts: int = 32  # held-out episodes; the kept controller is the best-scoring mean
     controller_max_steps: int = 1000  # cap on a real evaluation episode
     dream_temperature: float = 1.15
     dream_max_steps: int = 0  # 0 = the longest episode in the collected data
@@ -107,7 +109,8 @@ class Config:
             raise ValueError(f"controller_env '{self.controller_env}' is not one of real, dream")
         positive = ("collect_episodes", "episodes_per_file", "collect_action_repeat", "collect_max_steps", "z_dim",
                     "vae_channels", "vae_batch_size", "vae_buffer_frames", "mdrnn_hidden", "mdrnn_gaussians",
-                    "mdrnn_seq_len", "mdrnn_batch_size", "dream_init_bank", "cma_rollouts", "controller_max_steps")
+                    "mdrnn_seq_len", "mdrnn_batch_size", "dream_init_bank", "cma_rollouts",
+                    "cma_eval_every", "cma_eval_rollouts", "controller_max_steps")
         for name in positive:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
