@@ -74,6 +74,16 @@ def test_vae_free_bits_floor():
     assert loss.item() == pytest.approx(recon.item() + 0.5 * 8)  # the floor, not the KL, is paid
 
 
+def test_vae_kl_weight_scales_only_the_kl_term():
+    x = torch.rand(2, 3, 64, 64)
+    mu, logvar = torch.full((2, 8), 2.0), torch.zeros(2, 8)  # KL = 0.5 * 8 * 4 = 16 nats per frame
+    full, recon, kl = vae_loss(x, torch.zeros_like(x), mu, logvar, free_bits=0.5)
+    beta, recon_b, kl_b = vae_loss(x, torch.zeros_like(x), mu, logvar, free_bits=0.5, kl_weight=0.25)
+    assert kl.item() == pytest.approx(16.0) and kl_b.item() == pytest.approx(16.0)
+    assert full.item() == pytest.approx(recon.item() + 16.0)
+    assert beta.item() == pytest.approx(recon_b.item() + 0.25 * 16.0)
+
+
 # --- M --------------------------------------------------------------------------------------
 def test_mixture_nll_matches_hand_computation():
     # One latent dimension, two components: pi = (0.3, 0.7), mu = (0, 1), sigma = (1, 0.5), z = 0.5.

@@ -65,6 +65,7 @@ class Config:
     vae_batch_size: int = 100
     vae_lr: float = 1e-4
     vae_free_bits: float = 0.5  # KL floor in nats per latent dimension (the paper's kl_tolerance)
+    vae_kl_weight: float = 1.0  # beta: weight of the KL term (below 1: a more precise z)
     vae_recon_loss: str = "mse"  # mse (paper) | bce (small objects on black: see vae.py)
     vae_norm: str = "none"  # none (paper) | batch | group | decoder (batch norm in the decoder only): see vae.py
     vae_blur: float = 0.0  # Gaussian blur (pixels) of V's input and target; smooth z for tiny objects (vae.py)
@@ -119,7 +120,7 @@ class Config:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.cma_popsize < 2:
             raise ValueError(f"cma_popsize must be >= 2, got {self.cma_popsize}")
-        for name in ("vae_lr", "mdrnn_lr", "cma_sigma0", "dream_temperature"):
+        for name in ("vae_lr", "vae_kl_weight", "mdrnn_lr", "cma_sigma0", "dream_temperature"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
 

@@ -193,7 +193,8 @@ def vae_stage(ctx: StageContext) -> dict:
                                                        ctx.rng(1, epoch)):
                 x = to_tensor(frames, ctx.device)
                 logits, mu, logvar = vae(x)
-                loss, recon, kl = vae_loss(vae.prepare(x), logits, mu, logvar, cfg.vae_free_bits, cfg.vae_recon_loss)
+                loss, recon, kl = vae_loss(vae.prepare(x), logits, mu, logvar, cfg.vae_free_bits, cfg.vae_recon_loss,
+                                           cfg.vae_kl_weight)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()

@@ -131,15 +131,20 @@ class ConvVAE(nn.Module):
 
 
 def vae_loss(x: torch.Tensor, logits: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor,
-             free_bits: float, recon_loss: str = "mse") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(loss, reconstruction, kl), each the mean over the batch of per-frame sums."""
+             free_bits: float, recon_loss: str = "mse", kl_weight: float = 1.0,
+             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(loss, reconstruction, kl), each the mean over the batch of per-frame sums.
+
+    ``kl_weight`` < 1 (a beta-VAE's beta) buys a more precise z at the price of a less regular
+    latent space: Catch needs the 4x4 ball's column read linearly from z.
+    """
     if recon_loss == "bce":
         recon = F.binary_cross_entropy_with_logits(logits, x, reduction="none").sum(dim=(1, 2, 3)).mean()
     else:
         recon = (x - torch.sigmoid(logits)).pow(2).sum(dim=(1, 2, 3)).mean()
     kl = (-0.5 * (1 + logvar - mu.pow(2) - logvar.exp()).sum(dim=1)).mean()
     floor = torch.tensor(free_bits * mu.shape[1], device=kl.device, dtype=kl.dtype)
-    return recon + torch.maximum(kl, floor), recon, kl
+    return recon + kl_weight * torch.maximum(kl, floor), recon, kl
 
 
 def to_tensor(frames_uint8: np.ndarray, device) -> torch.Tensor:
