@@ -371,8 +371,24 @@ def test_dream_rollout_finite_latents_and_gif(pipeline, tmp_path):
     assert len(frames) == len(traj) and frames[0].shape[:2] == (128, 128)
     params = np.random.default_rng(0).normal(size=(3, agent.params.numel()))
     returns = dream_rollouts(agent.mdrnn, agent.codec, params, agent.init_latents["init_mu"],
-                             agent.init_latents["init_logvar"], rollouts=2, seed=1, temperature=1.0, max_steps=15)
+                             agent.init_latents["init_logvar"], seeds=[1, 2], temperature=1.0, max_steps=15)
     assert returns.shape == (3, 2) and np.isfinite(returns).all()
+
+
+def test_dream_scores_do_not_depend_on_batching(pipeline):
+    """Common random numbers per dream episode: a controller's dream returns are the same whatever
+    other controllers share its batch and however the episode seeds are split over workers."""
+    agent, _, _ = pipeline
+    params = np.random.default_rng(0).normal(size=(3, agent.params.numel()))
+
+    def dream(p, seeds):
+        return dream_rollouts(agent.mdrnn, agent.codec, p, agent.init_latents["init_mu"],
+                              agent.init_latents["init_logvar"], seeds=seeds, temperature=1.0, max_steps=25)
+
+    together = dream(params, [5, 6, 7])
+    np.testing.assert_allclose(dream(params[1:2], [5, 6, 7]), together[1:2], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.hstack([dream(params, [5]), dream(params, [6, 7])]), together, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(together[:, 0], together[:, 1])  # different seeds, different episodes
 
 
 def test_dream_controller_stage_and_mismatch(pipeline, tmp_path):
@@ -399,8 +415,8 @@ def test_controller_keeps_the_mean_with_the_best_held_out_score(pipeline, tmp_pa
     held_out = []  # (params, score) of every held-out evaluation: one params row, cma_eval_rollouts seeds
     evaluate = rollouts.Worker.evaluate
 
-    def recording(self, params, seeds, seed):
-        ret, steps = evaluate(self, params, seeds, seed)
+    def recording(self, params, seeds):
+        ret, steps = evaluate(self, params, seeds)
         if len(params) == 1:
             held_out.append((params[0].copy(), ret))
         return ret, steps

@@ -101,14 +101,24 @@ def mdrnn_loss(model_out, z_next, reward, done, mask, reward_weight: float = 1.0
 
 
 def sample_mixture(logpi: torch.Tensor, mu: torch.Tensor, logsigma: torch.Tensor, temperature: float = 1.0,
-                   generator: torch.Generator | None = None) -> torch.Tensor:
-    """Draw z (B, z_dim) at temperature tau; logpi (B, G, K), mu and logsigma (B, z_dim, K)."""
+                   generator: torch.Generator | None = None, noise: tuple[torch.Tensor, torch.Tensor] | None = None,
+                   ) -> torch.Tensor:
+    """Draw z (B, z_dim) at temperature tau; logpi (B, G, K), mu and logsigma (B, z_dim, K).
+
+    ``noise = (uniform (B, G), normal (B, z_dim))`` supplies the randomness explicitly (the
+    dream shares it between candidates); otherwise it is drawn from ``generator``.
+    """
     tau = max(float(temperature), 1e-6)
     probs = F.softmax(logpi / tau, dim=-1)
     b, g, k = probs.shape
-    comp = torch.multinomial(probs.reshape(b * g, k), 1, generator=generator).view(b, g, 1)
+    if noise is None:
+        uniform = torch.rand((b, g), generator=generator, device=probs.device, dtype=probs.dtype)
+        normal = torch.randn((b, mu.shape[1]), generator=generator, device=mu.device, dtype=mu.dtype)
+    else:
+        uniform, normal = noise
+    # Inverse-CDF draw of each group's component.
+    comp = (probs.cumsum(-1) < uniform.unsqueeze(-1)).sum(-1).clamp_(max=k - 1).view(b, g, 1)
     comp = comp.expand(b, mu.shape[1], 1)  # shared mixture: one component for every dimension
     mu_k = mu.gather(-1, comp).squeeze(-1)
     sigma_k = logsigma.gather(-1, comp).squeeze(-1).exp() * math.sqrt(tau)
-    eps = torch.randn(mu_k.shape, generator=generator, device=mu_k.device, dtype=mu_k.dtype)
-    return mu_k + sigma_k * eps
+    return mu_k + sigma_k * normal

@@ -74,38 +74,47 @@ def real_rollouts(envs: list, policy: PolicyState, params: np.ndarray, seeds: li
 
 @torch.no_grad()
 def dream_rollouts(mdrnn: MDNRNN, codec: ActionCodec, params: np.ndarray, init_mu: torch.Tensor,
-                   init_logvar: torch.Tensor, rollouts: int, seed: int, temperature: float, max_steps: int,
+                   init_logvar: torch.Tensor, seeds: list[int], temperature: float, max_steps: int,
                    done_threshold: float = 0.5, record: bool = False):
-    """Returns (m, r) of m controllers in M's dream; optionally the latent trajectory of row 0.
+    """Returns (m, r) of m controllers on r = len(seeds) dream episodes; optionally the latent
+    trajectory of row 0.
 
     The dream starts from a real first frame's posterior z ~ q(z|x_0), then lets M sample
     z_{t+1} at temperature tau, collects M's predicted reward and stops a row when M's done
-    head says p(done) > done_threshold (or after max_steps).
+    head says p(done) > done_threshold (or after max_steps). Episode j draws its start and all
+    its noise from its own stream seeded with seeds[j], shared by every controller (common
+    random numbers), so a controller's score depends on neither the other rows in the batch
+    nor how the seeds are split over workers.
     """
     device = init_mu.device
-    gen = torch.Generator(device=device).manual_seed(int(seed))
-    m = len(params)
-    n = m * rollouts
-    rows = torch.as_tensor(np.repeat(params, rollouts, axis=0), dtype=torch.float32, device=device)
-    # Row j of every candidate gets the same starting frame and noise stream (common random numbers).
-    start = torch.randint(len(init_mu), (rollouts,), generator=gen, device=device).repeat(m)
-    eps = torch.randn((rollouts, init_mu.shape[1]), generator=gen, device=device).repeat(m, 1)
+    gens = [torch.Generator(device=device).manual_seed(int(s)) for s in seeds]
+    m, r = len(params), len(seeds)
+    rows = torch.as_tensor(np.repeat(params, r, axis=0), dtype=torch.float32, device=device)
+    z_dim, groups = init_mu.shape[1], mdrnn.groups
+
+    def per_episode(draw):  # one draw per episode stream, tiled over the m controllers
+        return torch.stack([draw(g) for g in gens]).repeat(m, 1)
+
+    start = torch.stack([torch.randint(len(init_mu), (), generator=g, device=device) for g in gens]).repeat(m)
+    eps = per_episode(lambda g: torch.randn(z_dim, generator=g, device=device))
     z = init_mu[start] + torch.exp(0.5 * init_logvar[start]) * eps
-    state = mdrnn.initial_state(n, device)
-    returns = torch.zeros(n, device=device)
-    alive = torch.ones(n, dtype=torch.bool, device=device)
+    state = mdrnn.initial_state(m * r, device)
+    returns = torch.zeros(m * r, device=device)
+    alive = torch.ones(m * r, dtype=torch.bool, device=device)
     trajectory = [z[0].clone()] if record else None
     for _ in range(max_steps):
         action = codec.squash(linear_outputs(rows, torch.cat([z, state[0][0]], dim=-1)))
         logpi, mu, logsigma, reward, done_logit, state = mdrnn.step(z, codec.to_m(action), state)
         returns += reward * alive
         alive &= torch.sigmoid(done_logit) <= done_threshold
-        z = sample_mixture(logpi, mu, logsigma, temperature, generator=gen)
+        noise = (per_episode(lambda g: torch.rand(groups, generator=g, device=device)),
+                 per_episode(lambda g: torch.randn(z_dim, generator=g, device=device)))
+        z = sample_mixture(logpi, mu, logsigma, temperature, noise=noise)
         if record and alive[0]:
             trajectory.append(z[0].clone())
         if not alive.any():
             break
-    returns = returns.view(m, rollouts).cpu().numpy().astype(float)
+    returns = returns.view(m, r).cpu().numpy().astype(float)
     return (returns, torch.stack(trajectory)) if record else returns
 
 
@@ -136,11 +145,11 @@ class Worker:
             self.envs.append(make_env(self.spec["env_id"], self.spec.get("env_kwargs")))
         return self.envs[:n]
 
-    def evaluate(self, params: np.ndarray, seeds: list[int], seed: int):
+    def evaluate(self, params: np.ndarray, seeds: list[int]):
         vae, mdrnn, extra = self._load_models()
         codec = ActionCodec(self._make_envs(1)[0].action_space)
         if self.spec["mode"] == "dream":
-            ret = dream_rollouts(mdrnn, codec, params, extra["init_mu"], extra["init_logvar"], len(seeds), seed,
+            ret = dream_rollouts(mdrnn, codec, params, extra["init_mu"], extra["init_logvar"], seeds,
                                  self.spec["temperature"], self.spec["max_steps"], self.spec["done_threshold"])
             return ret, 0
         policy = PolicyState(vae, mdrnn, codec, "cpu")

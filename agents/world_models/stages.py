@@ -321,16 +321,15 @@ def controller_stage(ctx: StageContext, on_generation) -> dict:
                 gen_seed = int(ctx.rng(3, gen).integers(2**31 - 2 * cfg.cma_rollouts))
                 seeds = [gen_seed + k for k in range(cfg.cma_rollouts)]
                 chunks = [c for c in np.array_split(solutions, min(ctx.workers, len(solutions))) if len(c)]
-                results = group.map("evaluate", [(c, seeds, gen_seed) for c in chunks])
+                results = group.map("evaluate", [(c, seeds) for c in chunks])
                 fitness = np.concatenate([r for r, _ in results]).mean(axis=1)
                 real_steps += sum(s for _, s in results)
                 es.tell(solutions, fitness)
                 scalars = {"controller/best": fitness.max(), "controller/mean": fitness.mean(),
                            "controller/sigma": es.sigma}
                 if (gen + 1) % cfg.cma_eval_every == 0 or gen + 1 == cfg.cma_generations:
-                    # Seeds split over the workers; in the dream each chunk's first seed drives its noise.
                     parts = [list(c) for c in np.array_split(eval_seeds, min(ctx.workers, len(eval_seeds))) if len(c)]
-                    held_out = group.map("evaluate", [(es.mean[None], part, part[0]) for part in parts])
+                    held_out = group.map("evaluate", [(es.mean[None], part) for part in parts])
                     real_steps += sum(s for _, s in held_out)
                     score = float(np.concatenate([r[0] for r, _ in held_out]).mean())
                     scalars["controller/mean_held_out"] = score
@@ -367,7 +366,7 @@ def write_dream_gif(path: Path, vae, mdrnn, extra: dict, codec: ActionCodec, par
     from agents.world_models.vae import to_uint8
 
     params = np.asarray(torch.as_tensor(params).cpu().float().numpy())[None]
-    _, traj = dream_rollouts(mdrnn, codec, params, extra["init_mu"], extra["init_logvar"], 1, seed,
+    _, traj = dream_rollouts(mdrnn, codec, params, extra["init_mu"], extra["init_logvar"], [seed],
                              temperature, max_steps, record=True)
     with torch.no_grad():
         frames = to_uint8(vae.decode(traj.to(next(vae.parameters()).device)))
