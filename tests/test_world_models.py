@@ -519,7 +519,7 @@ def test_catch_real_controller_beats_random(tmp_path):
 
     cfg, env_kwargs = config.resolve(WorldModels.Config, "world-models", ENV, None,
                                      {"collect_episodes": 100, "episodes_per_file": 10, "vae_epochs": 10,
-                                      "cma_popsize": 16, "cma_generations": 30, "mdrnn_epochs": 10,
+                                      "cma_popsize": 16, "cma_rollouts": 8, "cma_generations": 30, "mdrnn_epochs": 10,
                                       "progress": False})
     agent = WorldModels(ENV, cfg, seed=0, run_dir=tmp_path, env_kwargs=env_kwargs)
     agent.learn(10**9)
