@@ -320,16 +320,15 @@ def controller_stage(ctx: StageContext, on_generation) -> dict:
                 solutions = es.ask()
                 gen_seed = int(ctx.rng(3, gen).integers(2**31 - 2 * cfg.cma_rollouts))
                 seeds = [gen_seed + k for k in range(cfg.cma_rollouts)]
-                chunks = [c for c in np.array_split(solutions, min(ctx.workers, len(solutions))) if len(c)]
-                results = group.map("evaluate", [(c, seeds) for c in chunks])
+                results = group.map("evaluate", [(c, seeds) for c in _split(solutions, ctx.workers)])
                 fitness = np.concatenate([r for r, _ in results]).mean(axis=1)
                 real_steps += sum(s for _, s in results)
                 es.tell(solutions, fitness)
                 scalars = {"controller/best": fitness.max(), "controller/mean": fitness.mean(),
                            "controller/sigma": es.sigma}
                 if (gen + 1) % cfg.cma_eval_every == 0 or gen + 1 == cfg.cma_generations:
-                    parts = [list(c) for c in np.array_split(eval_seeds, min(ctx.workers, len(eval_seeds))) if len(c)]
-                    held_out = group.map("evaluate", [(es.mean[None], part) for part in parts])
+                    held_out = group.map("evaluate", [(es.mean[None], list(part))
+                                                      for part in _split(eval_seeds, ctx.workers)])
                     real_steps += sum(s for _, s in held_out)
                     score = float(np.concatenate([r[0] for r, _ in held_out]).mean())
                     scalars["controller/mean_held_out"] = score
@@ -352,6 +351,11 @@ def controller_stage(ctx: StageContext, on_generation) -> dict:
         "score": best_score, "generations": es.generation, "real_steps": real_steps, **ctx.spaces()})
     art.drop_partial(ctx.work_dir, "controller")
     return meta
+
+
+def _split(items, workers: int) -> list:
+    """``items`` in at most ``workers`` non-empty consecutive chunks (one task per worker)."""
+    return [c for c in np.array_split(items, min(workers, len(items))) if len(c)]
 
 
 def write_dream_gif(path: Path, vae, mdrnn, extra: dict, codec: ActionCodec, params, seed: int, temperature: float,
