@@ -53,8 +53,23 @@ CNNS = {
 }
 
 
+def cover_padding(size: int, kernel: int, stride: int) -> int:
+    """Zeros to add after the last row (column) so that a conv's windows reach every input row.
+
+    Without it a conv drops the ``(size - kernel) % stride`` trailing rows: the Nature CNN on
+    64 x 64 frames never sees the bottom 12 pixel rows (the paddle row of Catch-v0).
+    """
+    if size <= kernel:
+        return kernel - size
+    return -(size - kernel) % stride
+
+
 class CNN(nn.Module):
-    """Conv torso for (H, W, C) uint8 frames; scales to [0, 1] itself. ``arch`` is a key of CNNS."""
+    """Conv torso for (H, W, C) uint8 frames; scales to [0, 1] itself. ``arch`` is a key of CNNS.
+
+    Each conv is zero-padded on the bottom and right where needed (``cover_padding``), so every
+    input pixel reaches the features whatever the frame size.
+    """
 
     def __init__(self, obs_shape: tuple[int, int, int], arch: str = "nature"):
         super().__init__()
@@ -62,12 +77,14 @@ class CNN(nn.Module):
         convs, features = CNNS[arch]
         layers, channels = [], c
         for out, kernel, stride in convs:
+            pad_h, pad_w = cover_padding(h, kernel, stride), cover_padding(w, kernel, stride)
+            if pad_h or pad_w:
+                layers.append(nn.ZeroPad2d((0, pad_w, 0, pad_h)))
             layers += [init_layer(nn.Conv2d(channels, out, kernel, stride=stride)), nn.ReLU()]
+            h, w = (h + pad_h - kernel) // stride + 1, (w + pad_w - kernel) // stride + 1
             channels = out
         self.conv = nn.Sequential(*layers, nn.Flatten())
-        with torch.no_grad():
-            n = self.conv(torch.zeros(1, c, h, w)).shape[1]
-        self.fc = nn.Sequential(init_layer(nn.Linear(n, features)), nn.ReLU())
+        self.fc = nn.Sequential(init_layer(nn.Linear(channels * h * w, features)), nn.ReLU())
         self.out_dim = features
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:

@@ -97,3 +97,20 @@ def test_unknown_cnn_is_rejected():
 
     with pytest.raises(ValueError, match="cnn 'resnet'"):
         PPO.Config(cnn="resnet").validate()
+
+
+@pytest.mark.parametrize("arch", ["nature", "compact"])
+@pytest.mark.parametrize("shape", [(64, 64, 6), (84, 84, 4), (96, 96, 3), (16, 16, 3)])
+def test_every_pixel_reaches_the_cnn_features(arch, shape):
+    """An unpadded conv drops the trailing rows its windows do not reach: the Nature CNN on
+    64 x 64 frames never saw the bottom 12 pixel rows, where Catch-v0 draws the paddle."""
+    import torch
+
+    from rlkit.networks import CNN
+
+    torch.manual_seed(0)
+    net = CNN(shape, arch)
+    frames = torch.rand(4, *shape, requires_grad=True)
+    (grad,) = torch.autograd.grad(net(frames * 255).sum(), frames)
+    unseen = grad.abs().sum(dim=(0, 3)) == 0
+    assert not unseen.any(), f"{int(unseen.sum())} pixels never reach the features"
