@@ -55,6 +55,7 @@ class Config:
     log_std_init: float = 0.0
     torch_threads: int = 1
     frame_stack: int = 1              # > 1: stack the last k observations (velocity from pixels)
+    train_time_limit: int | None = None  # TimeLimit of training episodes only (see PolicyRunner)
     cnn: str = "nature"               # torso for pixel observations: nature | compact (rlkit.networks.CNNS)
 
     def validate(self) -> None:
@@ -83,7 +84,8 @@ class ActorCritic:
                                    device=device, hidden=c.hidden, activation=c.activation, shared=c.shared,
                                    log_std_init=c.log_std_init, norm_obs=c.norm_obs, norm_reward=c.norm_reward,
                                    gamma=c.gamma, torch_threads=c.torch_threads,
-                                   frame_stack=c.frame_stack, cnn=c.cnn, logger=self.logger)
+                                   frame_stack=c.frame_stack, cnn=c.cnn, train_time_limit=c.train_time_limit,
+                                   logger=self.logger)
         self.model, self.device = self.runner.model, self.runner.device
         self.observation_space, self.action_space = self.runner.observation_space, self.runner.action_space
         if c.optimizer == "rmsprop":

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -37,6 +38,7 @@ def main() -> None:
     print(f"{'algo':13s} {'env':20s} {'seed':>4s} {'steps':>9s} {'train s':>8s} {'score':>10s} "
           f"{'reference':>10s} {'fraction':>8s} {'target':>6s}")
     for algo, env, steps, episodes, target in plan:
+        fractions = []
         for seed in args.seeds:
             run_dir = Path(args.runs_root) / env.replace("/", "-") / f"{algo}__s{seed}"
             if run_dir.exists():
@@ -53,8 +55,14 @@ def main() -> None:
             ref = r["reference"]
             score = r["reward_per_step"] if ref["metric"] == "reward_per_step" else r["mean_return"]
             ok = "ok" if r["fraction_of_reference"] >= target else "MISSED"
+            fractions.append(r["fraction_of_reference"])
             print(f"{algo:13s} {env:20s} {seed:4d} {info['steps']:9d} {info['wall_s']:8.1f} {score:10.4f} "
                   f"{ref['score']:10.4f} {r['fraction_of_reference']:8.3f} {target:6.2f} {ok}", flush=True)
+        if len(fractions) > 1:
+            median = statistics.median(fractions)
+            held = sum(f >= target for f in fractions)
+            print(f"{algo:13s} {env:20s} {'med':>4s} {'':9s} {'':8s} {'':10s} {'':10s} {median:8.3f} {target:6.2f} "
+                  f"{'ok' if median >= target else 'MISSED'} ({held}/{len(fractions)} seeds)", flush=True)
 
 
 if __name__ == "__main__":

@@ -21,6 +21,9 @@ def check_runner_options(c) -> None:
     for name in ("n_envs", "n_steps", "frame_stack"):
         if getattr(c, name) < 1:
             raise ValueError(f"{name} must be >= 1, got {getattr(c, name)}")
+    limit = getattr(c, "train_time_limit", None)
+    if limit is not None and limit < 1:
+        raise ValueError(f"train_time_limit must be >= 1 or null, got {limit}")
     if c.cnn not in CNNS:
         raise ValueError(f"cnn '{c.cnn}' is not one of {', '.join(CNNS)}")
 
@@ -29,10 +32,15 @@ class PolicyRunner:
     def __init__(self, env_id: str, env_kwargs: dict, *, n_envs: int, n_steps: int, seed: int, device: str,
                  hidden=(64, 64), activation: str = "tanh", shared: bool | None = None, log_std_init: float = 0.0,
                  critic: bool = True, norm_obs: bool = False, norm_reward: bool = False, gamma: float = 0.99,
-                 torch_threads: int = 0, frame_stack: int = 1, cnn: str = "nature", logger=None):
+                 torch_threads: int = 0, frame_stack: int = 1, cnn: str = "nature", train_time_limit: int | None = None,
+                 logger=None):
         seed_everything(seed)
         if torch_threads > 0:
             torch.set_num_threads(torch_threads)  # tiny MLPs run fastest on one thread
+        if train_time_limit is not None:
+            # Training episodes only (eval keeps the registered limit). Truncation is bootstrapped, so on a
+            # continuing task a shorter limit only restarts more often: more data from the start states.
+            env_kwargs = {**env_kwargs, "max_episode_steps": train_time_limit}
         self.venv = make_vec_env(env_id, n_envs, seed=seed, env_kwargs=env_kwargs, frame_stack=frame_stack)
         # The env's own space (checked against checkpoints); the network sees the stacked one.
         self.observation_space = self.venv.unwrapped.single_observation_space

@@ -304,3 +304,23 @@ def test_all_reset_batch_is_a_no_op(cls):
             assert torch.equal(p, q)
     finally:
         agent.close()
+
+
+@pytest.mark.parametrize("cls", [PPO, ActorCritic], ids=lambda c: c.algo_name)
+@pytest.mark.parametrize("env_id", ["rlkit/ArmReach-v0", "Pendulum-v1"])  # native vector env / SyncVectorEnv
+def test_train_time_limit_truncates_training_episodes_only(cls, env_id):
+    """train_time_limit=5: the rollout truncates every 5 steps (then a reset step); the agent's
+    env_kwargs, which eval and checkpoints use, keep the registered TimeLimit."""
+    agent = cls(env_id, _small(cls, n_steps=12, train_time_limit=5), seed=0, device="cpu")
+    try:
+        b = agent.runner.rollout.collect(agent.runner.policy_step)
+        ends = torch.zeros(12, 2, dtype=torch.bool)
+        ends[[4, 10]] = True  # steps 0-4, reset step 5, steps 6-10, reset step 11
+        assert torch.equal(b.truncated, ends)
+        assert not b.terminated.any()
+        assert torch.equal(b.valid, ~torch.roll(ends, 1, 0))
+        assert "max_episode_steps" not in agent.env_kwargs
+    finally:
+        agent.close()
+    with pytest.raises(ValueError, match="train_time_limit"):
+        _small(cls, train_time_limit=0).validate()
