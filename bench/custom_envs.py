@@ -22,7 +22,7 @@ PLAN = [
     ("ppo", "rlkit/GridWorld-v0", 100_000, 1000, 0.99),
     ("ppo", "rlkit/Inventory-v0", 200_000, 20, 0.95),
     ("ppo", "rlkit/Catch-v0", 300_000, 100, 0.90),
-    ("ppo", "rlkit/ArmReach-v0", 1_000_000, 100, 0.90),
+    ("ppo", "rlkit/ArmReach-v0", 8_000_000, 100, 0.90),
     ("actor-critic", "rlkit/GridWorld-v0", 200_000, 1000, 0.95),
     ("actor-critic", "rlkit/Inventory-v0", 200_000, 20, 0.95),
 ]
