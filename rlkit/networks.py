@@ -57,7 +57,7 @@ def cover_padding(size: int, kernel: int, stride: int) -> int:
     """Zeros to add after the last row (column) so that a conv's windows reach every input row.
 
     Without it a conv drops the ``(size - kernel) % stride`` trailing rows: the Nature CNN on
-    64 x 64 frames never sees the bottom 12 pixel rows (the paddle row of Catch-v0).
+    64 x 64 frames never sees the bottom 4 pixel rows, 60-63 (the paddle row of Catch-v0).
     """
     if size <= kernel:
         return kernel - size

@@ -120,6 +120,8 @@ BAD_TRAIN = [
     (["--algo", "ppo", "--env", "CartPole-v1", "--set", "objective=fastest"], ["objective", "fastest"]),
     (["--algo", "ppo", "--env", "CartPole-v1", "--set", "novalue"], ["novalue"]),
     (["--algo", "sb3-dqn", "--env", "Pendulum-v1"], ["Discrete", "Pendulum-v1"]),
+    (["--algo", "sb3-ppo", "--env", "CartPole-v1", "--set", "policy_kwargs={features_extractor_class: ResNet}"],
+     ["ResNet", "PaddedNatureCNN"]),
     (["--algo", "ppo", "--env", "CartPole-v1", "--config", "missing.yaml"], ["missing.yaml"]),
     (["--algo", "ppo", "--env", "CartPole-v1", "--config", "bad.yaml"], ["bad.yaml", "YAML"]),
     (["--algo", "ppo", "--env", "CartPole-v1", "--config", "list.yaml"], ["list.yaml", "mapping"]),

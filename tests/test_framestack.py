@@ -103,7 +103,7 @@ def test_unknown_cnn_is_rejected():
 @pytest.mark.parametrize("shape", [(64, 64, 6), (84, 84, 4), (96, 96, 3), (16, 16, 3)])
 def test_every_pixel_reaches_the_cnn_features(arch, shape):
     """An unpadded conv drops the trailing rows its windows do not reach: the Nature CNN on
-    64 x 64 frames never saw the bottom 12 pixel rows, where Catch-v0 draws the paddle."""
+    64 x 64 frames never saw the bottom 4 pixel rows (60-63), where Catch-v0 draws the paddle."""
     import torch
 
     from rlkit.networks import CNN
@@ -114,3 +114,32 @@ def test_every_pixel_reaches_the_cnn_features(arch, shape):
     (grad,) = torch.autograd.grad(net(frames * 255).sum(), frames)
     unseen = grad.abs().sum(dim=(0, 3)) == 0
     assert not unseen.any(), f"{int(unseen.sum())} pixels never reach the features"
+
+
+@pytest.mark.parametrize("algo", ["sb3-ppo", "sb3-a2c"])
+def test_sb3_catch_baselines_see_every_pixel(algo, tmp_path):
+    """The committed SB3 Catch configs use PaddedNatureCNN (SB3's NatureCNN misses rows and
+    columns 60-63 of a 64 x 64 frame, the paddle row), and their checkpoints load back."""
+    import torch
+
+    from rlkit import registry
+    from rlkit.config import resolve
+
+    cls = registry.load_algo(algo)
+    cfg, env_kwargs = resolve(cls.Config, algo, "rlkit/Catch-v0", sets={"n_envs": 2})
+    agent = cls("rlkit/Catch-v0", cfg, seed=0, device="cpu", env_kwargs=env_kwargs)
+    try:
+        extractor = agent.model.policy.features_extractor
+        frames = torch.rand(4, *agent.model.observation_space.shape, requires_grad=True)  # (C, H, W)
+        (grad,) = torch.autograd.grad(extractor(frames).sum(), frames)
+        unseen = grad.abs().sum(dim=(0, 1)) == 0
+        assert not unseen.any(), f"{int(unseen.sum())} pixels never reach the features"
+        agent.save(tmp_path / "sb3.pt")
+        obs = np.random.default_rng(0).integers(0, 256, size=(3, 64, 64, 3), dtype=np.uint8)
+        again = cls.load(tmp_path / "sb3.pt")
+        try:
+            assert np.array_equal(agent.predict(obs), again.predict(obs))
+        finally:
+            again.close()
+    finally:
+        agent.close()

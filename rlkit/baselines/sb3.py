@@ -20,6 +20,7 @@ import torch
 from gymnasium import spaces
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from stable_baselines3.common.utils import LinearSchedule
 from stable_baselines3.common.vec_env import VecNormalize
 
@@ -28,6 +29,7 @@ from rlkit.checkpoint import load_checkpoint, save_checkpoint, space_signature
 from rlkit.config import config_from_dict
 from rlkit.errors import UsageError
 from rlkit.logger import NullLogger
+from rlkit.networks import CNN
 
 # Arguments the adapter sets itself, never from a config.
 _RESERVED = {"policy", "env", "verbose", "seed", "device", "tensorboard_log", "_init_setup_model",
@@ -77,8 +79,35 @@ def _schedule(value):
     return value
 
 
+class PaddedNatureCNN(BaseFeaturesExtractor):
+    """SB3's NatureCNN with each conv padded to cover its input (rlkit.networks.CNN).
+
+    SB3's own NatureCNN never sees the bottom 4 rows and right 4 columns of a 64 x 64 frame
+    (where Catch-v0 draws the paddle); at 84 x 84 the two are the same network.
+    """
+
+    def __init__(self, observation_space: spaces.Box):
+        c, h, w = observation_space.shape  # SB3 hands image policies channel-first frames
+        torso = CNN((h, w, c), "nature")
+        super().__init__(observation_space, torso.out_dim)
+        self.torso = torso
+
+    def forward(self, observations: torch.Tensor) -> torch.Tensor:
+        # SB3 has already scaled the frames to [0, 1]; the torso takes (N, H, W, C) in [0, 255].
+        return self.torso(observations.permute(0, 2, 3, 1) * 255.0)
+
+
+FEATURES_EXTRACTORS = {"PaddedNatureCNN": PaddedNatureCNN}
+
+
 def _policy_kwargs(raw: dict) -> dict:
     kwargs = dict(raw)
+    extractor = kwargs.get("features_extractor_class")
+    if isinstance(extractor, str):
+        if extractor not in FEATURES_EXTRACTORS:
+            raise UsageError(f"policy_kwargs.features_extractor_class '{extractor}' is not one of "
+                             f"{', '.join(FEATURES_EXTRACTORS)}")
+        kwargs["features_extractor_class"] = FEATURES_EXTRACTORS[extractor]
     act = kwargs.get("activation_fn")
     if isinstance(act, str):
         name = act.split(".")[-1]
