@@ -99,6 +99,15 @@ def test_unknown_cnn_is_rejected():
         PPO.Config(cnn="resnet").validate()
 
 
+def _unseen_pixels(net, frames, channel_axis: int) -> int:
+    """How many pixels of ``frames`` get no gradient from ``net``'s features (never reach them)."""
+    import torch
+
+    frames = frames.requires_grad_(True)
+    (grad,) = torch.autograd.grad(net(frames).sum(), frames)
+    return int((grad.abs().sum(dim=(0, channel_axis)) == 0).sum())
+
+
 @pytest.mark.parametrize("arch", ["nature", "compact"])
 @pytest.mark.parametrize("shape", [(64, 64, 6), (84, 84, 4), (96, 96, 3), (16, 16, 3)])
 def test_every_pixel_reaches_the_cnn_features(arch, shape):
@@ -109,11 +118,8 @@ def test_every_pixel_reaches_the_cnn_features(arch, shape):
     from rlkit.networks import CNN
 
     torch.manual_seed(0)
-    net = CNN(shape, arch)
-    frames = torch.rand(4, *shape, requires_grad=True)
-    (grad,) = torch.autograd.grad(net(frames * 255).sum(), frames)
-    unseen = grad.abs().sum(dim=(0, 3)) == 0
-    assert not unseen.any(), f"{int(unseen.sum())} pixels never reach the features"
+    unseen = _unseen_pixels(CNN(shape, arch), torch.rand(4, *shape) * 255, channel_axis=3)
+    assert unseen == 0, f"{unseen} pixels never reach the features"
 
 
 @pytest.mark.parametrize("algo", ["sb3-ppo", "sb3-a2c"])
@@ -129,11 +135,9 @@ def test_sb3_catch_baselines_see_every_pixel(algo, tmp_path):
     cfg, env_kwargs = resolve(cls.Config, algo, "rlkit/Catch-v0", sets={"n_envs": 2})
     agent = cls("rlkit/Catch-v0", cfg, seed=0, device="cpu", env_kwargs=env_kwargs)
     try:
-        extractor = agent.model.policy.features_extractor
-        frames = torch.rand(4, *agent.model.observation_space.shape, requires_grad=True)  # (C, H, W)
-        (grad,) = torch.autograd.grad(extractor(frames).sum(), frames)
-        unseen = grad.abs().sum(dim=(0, 1)) == 0
-        assert not unseen.any(), f"{int(unseen.sum())} pixels never reach the features"
+        frames = torch.rand(4, *agent.model.observation_space.shape)  # (C, H, W) in [0, 1], as SB3 feeds it
+        unseen = _unseen_pixels(agent.model.policy.features_extractor, frames, channel_axis=1)
+        assert unseen == 0, f"{unseen} pixels never reach the features"
         agent.save(tmp_path / "sb3.pt")
         obs = np.random.default_rng(0).integers(0, 256, size=(3, 64, 64, 3), dtype=np.uint8)
         again = cls.load(tmp_path / "sb3.pt")
