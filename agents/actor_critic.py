@@ -25,8 +25,8 @@ import torch
 
 from rlkit.environments import is_continuing
 from rlkit.logger import NullLogger
-from rlkit.onpolicy import PolicyRunner, check_runner_options, learn_loop, load_agent, save_agent
-from rlkit.returns import gae
+from rlkit.onpolicy import build_parts, check_common_options, learn_loop, load_agent, save_agent
+from rlkit.returns import differential_rewards, gae
 
 
 @dataclass
@@ -55,11 +55,11 @@ class Config:
     log_std_init: float = 0.0
     torch_threads: int = 1
     frame_stack: int = 1              # > 1: stack the last k observations (velocity from pixels)
-    train_time_limit: int | None = None  # TimeLimit of training episodes only (see PolicyRunner)
+    train_time_limit: int | None = None  # TimeLimit of training episodes only (see rlkit.environments.EnvFactory)
     cnn: str = "nature"               # torso for pixel observations: nature | compact (rlkit.networks.CNNS)
 
     def validate(self) -> None:
-        check_runner_options(self)
+        check_common_options(self)
         if self.objective not in ("discounted", "average"):
             raise ValueError(f"objective '{self.objective}' is not one of discounted, average")
         if self.optimizer not in ("rmsprop", "adam"):
@@ -75,19 +75,16 @@ class ActorCritic:
     Config = Config
 
     def __init__(self, env_id: str, config: Config, *, seed: int = 0, device: str = "auto",
-                 env_kwargs: dict | None = None, logger=None, run_dir: Path | None = None):
+                 env_kwargs: dict | None = None, logger=None, run_dir: Path | None = None,
+                 seed_globals: bool = True):
         self.env_id, self.config, self.seed = env_id, config, seed
         self.env_kwargs = dict(env_kwargs or {})
         self.logger, self.run_dir = logger or NullLogger(), run_dir
         c = config
-        self.runner = PolicyRunner(env_id, self.env_kwargs, n_envs=c.n_envs, n_steps=c.n_steps, seed=seed,
-                                   device=device, hidden=c.hidden, activation=c.activation, shared=c.shared,
-                                   log_std_init=c.log_std_init, norm_obs=c.norm_obs, norm_reward=c.norm_reward,
-                                   gamma=c.gamma, torch_threads=c.torch_threads,
-                                   frame_stack=c.frame_stack, cnn=c.cnn, train_time_limit=c.train_time_limit,
-                                   logger=self.logger)
-        self.model, self.device = self.runner.model, self.runner.device
-        self.observation_space, self.action_space = self.runner.observation_space, self.runner.action_space
+        self.parts = build_parts(env_id, self.env_kwargs, c, seed=seed, device=device,
+                                 seed_globals=seed_globals)
+        self.model, self.device = self.parts.model, self.parts.device
+        self.observation_space, self.action_space = self.parts.observation_space, self.parts.action_space
         if c.optimizer == "rmsprop":
             self.optimizer = torch.optim.RMSprop(self.model.parameters(), lr=c.learning_rate,
                                                  alpha=c.rmsprop_alpha, eps=c.optim_eps)
@@ -100,7 +97,7 @@ class ActorCritic:
     # --- the algorithm -------------------------------------------------------------------
     def learn(self, total_timesteps: int, callback=None) -> ActorCritic:
         """Collect a rollout, ``update`` on it, log, repeat (rlkit.onpolicy.learn_loop)."""
-        return learn_loop(self, total_timesteps, callback)
+        return learn_loop(self, self.parts.collector, total_timesteps, callback)
 
     def update(self, b) -> dict:
         c = self.config
@@ -109,10 +106,7 @@ class ActorCritic:
         with torch.no_grad():
             rewards = b.rewards
             if c.objective == "average":
-                # Differential reward r - ρ̄; ρ̄ tracks the mean reward of the valid steps.
-                batch_rate = float(rewards[b.valid].mean())
-                self.avg_reward += c.avg_reward_lr * (batch_rate - self.avg_reward)
-                rewards = rewards - self.avg_reward
+                rewards, self.avg_reward = differential_rewards(rewards, b.valid, self.avg_reward, c.avg_reward_lr)
             last_value = self.model.get_value(b.next_obs)
             # n-step (λ = 1) or GAE returns, bootstrapped from the rollout's own values.
             advantages, returns = gae(rewards, b.values, b.terminated, b.truncated, b.valid,
@@ -145,7 +139,7 @@ class ActorCritic:
 
     # --- the agent protocol --------------------------------------------------------------
     def predict(self, obs, deterministic: bool = True) -> np.ndarray:
-        return self.runner.predict(obs, deterministic)
+        return self.parts.predict(obs, deterministic)
 
     def save(self, path: Path) -> None:
         save_agent(self, path)
@@ -155,4 +149,4 @@ class ActorCritic:
         return load_agent(cls, path, device)
 
     def close(self) -> None:
-        self.runner.close()
+        self.parts.close()

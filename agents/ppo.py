@@ -21,8 +21,8 @@ import torch
 
 from rlkit.environments import is_continuing
 from rlkit.logger import NullLogger
-from rlkit.onpolicy import PolicyRunner, check_runner_options, learn_loop, load_agent, save_agent
-from rlkit.returns import gae
+from rlkit.onpolicy import build_parts, check_common_options, learn_loop, load_agent, save_agent
+from rlkit.returns import differential_rewards, gae
 
 
 @dataclass
@@ -54,11 +54,11 @@ class Config:
     adam_eps: float = 1e-5
     torch_threads: int = 1
     frame_stack: int = 1              # > 1: stack the last k observations (velocity from pixels)
-    train_time_limit: int | None = None  # TimeLimit of training episodes only (see PolicyRunner)
+    train_time_limit: int | None = None  # TimeLimit of training episodes only (see rlkit.environments.EnvFactory)
     cnn: str = "nature"               # torso for pixel observations: nature | compact (rlkit.networks.CNNS)
 
     def validate(self) -> None:
-        check_runner_options(self)
+        check_common_options(self)
         if self.objective not in ("discounted", "average"):
             raise ValueError(f"objective '{self.objective}' is not one of discounted, average")
         for name in ("n_epochs", "batch_size"):
@@ -77,19 +77,16 @@ class PPO:
     Config = Config
 
     def __init__(self, env_id: str, config: Config, *, seed: int = 0, device: str = "auto",
-                 env_kwargs: dict | None = None, logger=None, run_dir: Path | None = None):
+                 env_kwargs: dict | None = None, logger=None, run_dir: Path | None = None,
+                 seed_globals: bool = True):
         self.env_id, self.config, self.seed = env_id, config, seed
         self.env_kwargs = dict(env_kwargs or {})
         self.logger, self.run_dir = logger or NullLogger(), run_dir
         c = config
-        self.runner = PolicyRunner(env_id, self.env_kwargs, n_envs=c.n_envs, n_steps=c.n_steps, seed=seed,
-                                   device=device, hidden=c.hidden, activation=c.activation, shared=c.shared,
-                                   log_std_init=c.log_std_init, norm_obs=c.norm_obs, norm_reward=c.norm_reward,
-                                   gamma=c.gamma, torch_threads=c.torch_threads,
-                                   frame_stack=c.frame_stack, cnn=c.cnn, train_time_limit=c.train_time_limit,
-                                   logger=self.logger)
-        self.model, self.device = self.runner.model, self.runner.device
-        self.observation_space, self.action_space = self.runner.observation_space, self.runner.action_space
+        self.parts = build_parts(env_id, self.env_kwargs, c, seed=seed, device=device,
+                                 seed_globals=seed_globals)
+        self.model, self.device = self.parts.model, self.parts.device
+        self.observation_space, self.action_space = self.parts.observation_space, self.parts.action_space
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=c.learning_rate, eps=c.adam_eps)
         self.num_timesteps = 0
         self.avg_reward = 0.0  # ρ̄, used only with objective: average
@@ -98,7 +95,7 @@ class PPO:
     # --- the algorithm -------------------------------------------------------------------
     def learn(self, total_timesteps: int, callback=None) -> PPO:
         """Collect a rollout, ``update`` on it, log, repeat (rlkit.onpolicy.learn_loop)."""
-        return learn_loop(self, total_timesteps, callback)
+        return learn_loop(self, self.parts.collector, total_timesteps, callback)
 
     def update(self, b) -> dict:
         c = self.config
@@ -107,10 +104,7 @@ class PPO:
         with torch.no_grad():
             rewards = b.rewards
             if c.objective == "average":
-                # Differential reward r - ρ̄; ρ̄ tracks the mean reward of the valid steps.
-                batch_rate = float(rewards[b.valid].mean())
-                self.avg_reward += c.avg_reward_lr * (batch_rate - self.avg_reward)
-                rewards = rewards - self.avg_reward
+                rewards, self.avg_reward = differential_rewards(rewards, b.valid, self.avg_reward, c.avg_reward_lr)
             last_value = self.model.get_value(b.next_obs)
             advantages, returns = gae(rewards, b.values, b.terminated, b.truncated, b.valid,
                                       last_value, c.gamma, c.gae_lambda)
@@ -159,7 +153,7 @@ class PPO:
 
     # --- the agent protocol --------------------------------------------------------------
     def predict(self, obs, deterministic: bool = True) -> np.ndarray:
-        return self.runner.predict(obs, deterministic)
+        return self.parts.predict(obs, deterministic)
 
     def save(self, path: Path) -> None:
         save_agent(self, path)
@@ -169,4 +163,4 @@ class PPO:
         return load_agent(cls, path, device)
 
     def close(self) -> None:
-        self.runner.close()
+        self.parts.close()

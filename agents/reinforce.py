@@ -9,7 +9,7 @@ then ONE gradient step on
 
     L = -E[log π(a_t|s_t) (G_t - b(s_t))] + c_v E[(V(s_t) - G_t)^2] / 2 - c_e E[H[π]]
 
-With ``baseline: true`` b = V, a learned value network (the critic of the PolicyRunner) fitted to G_t
+With ``baseline: true`` b = V, a learned value network (the critic of the shared ActorCritic) fitted to G_t
 by the second term; it reduces variance and leaves the gradient unbiased. With ``baseline: false``
 b = 0 and there is no value term.
 
@@ -31,7 +31,7 @@ import torch
 
 from rlkit.environments import is_continuing
 from rlkit.logger import NullLogger
-from rlkit.onpolicy import PolicyRunner, check_runner_options, learn_loop, load_agent, save_agent
+from rlkit.onpolicy import build_parts, check_common_options, learn_loop, load_agent, save_agent
 from rlkit.returns import discounted_returns
 
 
@@ -60,7 +60,7 @@ class Config:
     cnn: str = "nature"               # torso for pixel observations: nature | compact (rlkit.networks.CNNS)
 
     def validate(self) -> None:
-        check_runner_options(self)
+        check_common_options(self)
         if not 0 <= self.gamma <= 1:
             raise ValueError("gamma must lie in [0, 1]")
         if self.learning_rate <= 0:
@@ -72,18 +72,16 @@ class Reinforce:
     Config = Config
 
     def __init__(self, env_id: str, config: Config, *, seed: int = 0, device: str = "auto",
-                 env_kwargs: dict | None = None, logger=None, run_dir: Path | None = None):
+                 env_kwargs: dict | None = None, logger=None, run_dir: Path | None = None,
+                 seed_globals: bool = True):
         self.env_id, self.config, self.seed = env_id, config, seed
         self.env_kwargs = dict(env_kwargs or {})
         self.logger, self.run_dir = logger or NullLogger(), run_dir
         c = config
-        self.runner = PolicyRunner(env_id, self.env_kwargs, n_envs=c.n_envs, n_steps=c.n_steps, seed=seed,
-                                   device=device, hidden=c.hidden, activation=c.activation, shared=c.shared,
-                                   log_std_init=c.log_std_init, critic=c.baseline, norm_obs=c.norm_obs,
-                                   norm_reward=c.norm_reward, gamma=c.gamma, torch_threads=c.torch_threads,
-                                   frame_stack=c.frame_stack, cnn=c.cnn, logger=self.logger)
-        self.model, self.device = self.runner.model, self.runner.device
-        self.observation_space, self.action_space = self.runner.observation_space, self.runner.action_space
+        self.parts = build_parts(env_id, self.env_kwargs, c, seed=seed, device=device, critic=c.baseline,
+                                 seed_globals=seed_globals)
+        self.model, self.device = self.parts.model, self.parts.device
+        self.observation_space, self.action_space = self.parts.observation_space, self.parts.action_space
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=c.learning_rate, eps=c.adam_eps)
         self.num_timesteps = 0
         self.continuing = is_continuing(env_id)
@@ -91,7 +89,7 @@ class Reinforce:
     # --- the algorithm -------------------------------------------------------------------
     def learn(self, total_timesteps: int, callback=None) -> Reinforce:
         """Collect a rollout, ``update`` on it, log, repeat (rlkit.onpolicy.learn_loop)."""
-        return learn_loop(self, total_timesteps, callback)
+        return learn_loop(self, self.parts.collector, total_timesteps, callback)
 
     def update(self, b) -> dict:
         c = self.config
@@ -136,7 +134,7 @@ class Reinforce:
 
     # --- the agent protocol --------------------------------------------------------------
     def predict(self, obs, deterministic: bool = True) -> np.ndarray:
-        return self.runner.predict(obs, deterministic)
+        return self.parts.predict(obs, deterministic)
 
     def save(self, path: Path) -> None:
         save_agent(self, path)
@@ -146,4 +144,4 @@ class Reinforce:
         return load_agent(cls, path, device)
 
     def close(self) -> None:
-        self.runner.close()
+        self.parts.close()

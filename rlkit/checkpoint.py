@@ -1,14 +1,19 @@
-"""Checkpoints: plain tensors and JSON-able metadata, written atomically, loaded weights-only.
+"""Checkpoints: the file format, the metadata that rebuilds an agent, RNG state, loading with checks.
 
 A checkpoint file holds ``{"format": FORMAT, "meta": {...}, "state": {name: state_dict}}``.
 ``torch.load(weights_only=True)`` accepts exactly that (tensors, numbers, strings, lists,
-dicts), so a file someone hands you can never run code when it is loaded.
+dicts), so a file someone hands you can never run code when it is loaded. Files are written
+atomically (temp file, fsync, ``os.replace``), so a kill never leaves half a checkpoint.
+Running statistics live in rlkit.normalization; the run directory's ``latest`` pointer in rlkit.runs.
 """
 
 from __future__ import annotations
 
+import ast
+import dataclasses
 import json
 import os
+import random
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -90,3 +95,51 @@ def check_spaces(meta: dict, observation_space, action_space, where: str = "chec
         raise UsageError(f"{where} was trained on observation space {want_obs}, this env has {got_obs}")
     if want_act is not None and want_act != got_act:
         raise UsageError(f"{where} was trained on action space {want_act}, this env has {got_act}")
+
+
+def agent_meta(algo: str, agent, **extra) -> dict:
+    """JSON-able metadata: enough to rebuild the agent (config, env, seed) and to refuse a wrong env."""
+    meta = {"algo": algo, "env_id": agent.env_id, "env_kwargs": agent.env_kwargs, "seed": agent.seed,
+            "config": dataclasses.asdict(agent.config), "num_timesteps": int(agent.num_timesteps),
+            "observation_space": space_signature(agent.observation_space),
+            "action_space": space_signature(agent.action_space)}
+    meta.update(extra)
+    return meta
+
+
+def rng_state() -> dict:
+    """Python, numpy and torch global RNG states as plain data (weights-only loadable)."""
+    import numpy as np
+    import torch
+
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    return {"torch": torch.get_rng_state(), "numpy_keys": torch.as_tensor(keys.astype(np.int64)),
+            "numpy_pos": int(pos), "numpy_gauss": [int(has_gauss), float(cached)],
+            "python": repr(random.getstate())}
+
+
+def set_rng_state(state: dict) -> None:
+    import numpy as np
+    import torch
+
+    torch.set_rng_state(state["torch"])
+    keys = state["numpy_keys"].numpy().astype(np.uint32)
+    np.random.set_state(("MT19937", keys, state["numpy_pos"], state["numpy_gauss"][0], state["numpy_gauss"][1]))
+    py = ast.literal_eval(state["python"])
+    random.setstate((py[0], tuple(py[1]), py[2]))
+
+
+def load_agent_checkpoint(cls, path: Path, env_id: str, env_kwargs: dict, device: str = "cpu",
+                          algo: str | None = None):
+    """Load ``path`` with ``cls.load`` after checking it was made by ``algo`` for this env's spaces."""
+    from rlkit.environments import make_env
+
+    _, meta = load_checkpoint(path)  # weights-only; corrupt or foreign files -> UsageError
+    if algo is not None and meta.get("algo") != algo:
+        raise UsageError(f"checkpoint {path} holds a '{meta.get('algo')}' agent, this run is '{algo}'")
+    env = make_env(env_id, env_kwargs)
+    try:
+        check_spaces(meta, env.observation_space, env.action_space, where=f"checkpoint {path}")
+    finally:
+        env.close()
+    return cls.load(path, device=device)

@@ -1,7 +1,7 @@
 """Hyperparameter resolution: defaults < YAML entry for the env < --config FILE < --set key=value.
 
 Every algorithm has a ``Config`` dataclass. Keys that are not fields, and values of the wrong
-type, are rejected with a UsageError (exit 2) before anything is written (ARCHITECTURE.md §6).
+type, are rejected with a UsageError (exit 2) before anything is written (docs/architecture.md §6).
 """
 
 from __future__ import annotations
@@ -17,8 +17,6 @@ import yaml
 from rlkit.errors import UsageError, did_you_mean
 
 HYPERPARAMS_DIR = Path(__file__).resolve().parent.parent / "agents" / "hyperparams"
-# Keys every algorithm understands; the driver takes them out before building Config.
-COMMON_KEYS = ("env_kwargs",)
 
 
 def read_yaml(path: Path) -> Any:

@@ -19,7 +19,7 @@ ALGOS = ("ppo", "sb3-ppo")
 def main(root: str = "runs/demo") -> int:
     os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
     os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
-    from rlkit.agent_io import load_run
+    from rlkit.runs import load_run
     from rlkit.compare import compare
     from rlkit.evaluation import evaluate
     from rlkit.render import render_run

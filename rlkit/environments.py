@@ -1,6 +1,6 @@
 """Environment creation shared by agents, evaluation and rendering.
 
-One place decides the autoreset mode (NEXT_STEP, stated explicitly, ARCHITECTURE.md §3),
+One place decides the autoreset mode (NEXT_STEP, stated explicitly, docs/architecture.md §3),
 the vectorisation (an env's native ``vector_entry_point`` when it has one, else Sync),
 episode statistics and seeding.
 """
@@ -8,6 +8,7 @@ episode statistics and seeding.
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass, field
 
 import gymnasium as gym
 import numpy as np
@@ -40,7 +41,7 @@ def make_env(env_id: str, env_kwargs: dict | None = None, render_mode: str | Non
 
 
 def make_vec_env(env_id: str, n_envs: int, seed: int | None = None, env_kwargs: dict | None = None,
-                 native: bool = True, record_stats: bool = True, frame_stack: int = 1) -> gym.vector.VectorEnv:
+                 record_stats: bool = True, frame_stack: int = 1) -> gym.vector.VectorEnv:
     """A vector env in NEXT_STEP autoreset mode, with RecordEpisodeStatistics, reset with ``seed``.
 
     ``frame_stack`` > 1 concatenates the last k observations (rlkit.framestack).
@@ -50,7 +51,7 @@ def make_vec_env(env_id: str, n_envs: int, seed: int | None = None, env_kwargs: 
     """
     spec = gym.spec(env_id)
     kwargs = dict(env_kwargs or {})
-    if native and spec.vector_entry_point is not None:
+    if spec.vector_entry_point is not None:
         venv = gym.make_vec(env_id, num_envs=n_envs, vectorization_mode="vector_entry_point", **kwargs)
     else:
         venv = gym.vector.SyncVectorEnv(
@@ -68,6 +69,42 @@ def make_vec_env(env_id: str, n_envs: int, seed: int | None = None, env_kwargs: 
         venv.action_space.seed(seed)
         venv.single_action_space.seed(seed)
     return venv
+
+
+@dataclass(frozen=True)
+class EnvFactory:
+    """How to build the training env. Every process that collects experience (the learner, a
+    Hogwild worker, a Ray actor) builds its own copies from this small, picklable description.
+
+    ``train_time_limit`` shortens the TimeLimit of training episodes only; evaluation, rendering
+    and checkpoints use the registered limit. Truncation is bootstrapped, so on a continuing task
+    a shorter limit only restarts more often: more data from the start states.
+    """
+
+    env_id: str
+    env_kwargs: dict = field(default_factory=dict)
+    frame_stack: int = 1
+    train_time_limit: int | None = None
+
+    def make(self, n_envs: int, seed: int | None = None) -> gym.vector.VectorEnv:
+        """``n_envs`` copies; copy i is seeded ``seed + i`` (a worker of rank r passes seed + r * n_envs)."""
+        kwargs = dict(self.env_kwargs)
+        if self.train_time_limit is not None:
+            kwargs["max_episode_steps"] = self.train_time_limit
+        return make_vec_env(self.env_id, n_envs, seed=seed, env_kwargs=kwargs, frame_stack=self.frame_stack)
+
+    def spaces(self) -> tuple:
+        """(the env's observation space, the model's (frame-stacked) observation space, action space)."""
+        env = gym.make(self.env_id, **self.env_kwargs)  # as make_vec_env builds each copy
+        try:
+            obs_space, act_space = env.observation_space, env.action_space
+        finally:
+            env.close()
+        if self.frame_stack > 1:
+            from rlkit.framestack import stacked_space
+
+            return obs_space, stacked_space(obs_space, self.frame_stack), act_space
+        return obs_space, obs_space, act_space
 
 
 def finished_episodes(infos: dict) -> tuple[np.ndarray, np.ndarray]:

@@ -17,8 +17,9 @@ from torch import nn
 from torch.distributions import Categorical, Normal
 
 # Argument validation in torch.distributions costs ~10% of a small-MLP rollout; our inputs are
-# produced by our own networks, so it is switched off.
-torch.distributions.Distribution.set_default_validate_args(False)
+# produced by our own networks, so our distributions skip it. Per instance, never globally: a
+# global switch would also change SB3's distributions in the same process.
+NO_CHECKS = {"validate_args": False}
 
 ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU, "gelu": nn.GELU, "elu": nn.ELU}
 
@@ -129,12 +130,12 @@ class ActionHead(nn.Module):
 
     def forward(self, features: torch.Tensor) -> ActionDist:
         if isinstance(self.space, spaces.Discrete):
-            return ActionDist([Categorical(logits=self.logits(features))], kind="discrete")
+            return ActionDist([Categorical(logits=self.logits(features), **NO_CHECKS)], kind="discrete")
         if isinstance(self.space, spaces.MultiDiscrete):
             chunks = torch.split(self.logits(features), self.nvec, dim=-1)
-            return ActionDist([Categorical(logits=c) for c in chunks], kind="multidiscrete")
+            return ActionDist([Categorical(logits=c, **NO_CHECKS) for c in chunks], kind="multidiscrete")
         mean = self.mean(features)
-        return ActionDist([Normal(mean, self.log_std.expand_as(mean).exp())], kind="box",
+        return ActionDist([Normal(mean, self.log_std.expand_as(mean).exp(), **NO_CHECKS)], kind="box",
                           shape=self.space.shape)
 
 

@@ -57,14 +57,6 @@ def load_algo(name: str):
     return getattr(module, cls_name)
 
 
-def env_ids() -> list[str]:
-    import gymnasium as gym
-
-    import envs  # noqa: F401  registers rlkit/*
-
-    return sorted(gym.registry)
-
-
 def check_env(env_id: str) -> str:
     import gymnasium as gym
 

@@ -68,7 +68,7 @@ def write_video(frames: list[np.ndarray], out: Path, fps: int = 30) -> Path:
 
 def render_run(run_dir: Path, episodes: int = 1, seed: int = 10_000, out: Path | None = None,
                window: bool = False) -> Path | None:
-    from rlkit.agent_io import load_run
+    from rlkit.runs import load_run
 
     if out is not None and Path(out).suffix.lower() not in FORMATS:
         raise UsageError(f"--out {out}: unsupported format '{Path(out).suffix}', accepted: {', '.join(FORMATS)}")

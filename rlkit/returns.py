@@ -1,6 +1,6 @@
 """Advantages and returns over a (T, N) rollout from a NEXT_STEP-autoreset vector env.
 
-Conventions (ARCHITECTURE.md §3), for step t of env n:
+Conventions (docs/architecture.md §3), for step t of env n:
 - ``terminated[t]``: the episode truly ended; the next state's value is 0.
 - ``truncated[t]``: cut by a time limit; bootstrap with V(final observation).
 - Under NEXT_STEP autoreset the step after an episode end is a *reset step*: the env ignores its
@@ -60,3 +60,14 @@ def discounted_returns(rewards: torch.Tensor, terminated: torch.Tensor, truncate
         running = (rewards[t] + gamma * running) * valid[t].float()
         out[t] = running
     return out
+
+
+def differential_rewards(rewards: torch.Tensor, valid: torch.Tensor, avg_reward: float,
+                         step_size: float) -> tuple[torch.Tensor, float]:
+    """Rewards r - ρ̄ for the average-reward objective, and the updated estimate ρ̄.
+
+    ρ̄ first moves ``step_size`` of the way towards this batch's mean reward over valid steps
+    (autoreset steps carry no reward), then is subtracted from every reward.
+    """
+    avg_reward += step_size * (float(rewards[valid].mean()) - avg_reward)
+    return rewards - avg_reward, avg_reward

@@ -8,7 +8,7 @@ Ray rollout workers): ``Rollout.collect(policy)`` steps the env ``n_steps`` time
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -28,6 +28,13 @@ class Batch:
     truncated: torch.Tensor    # (T, N) bool
     valid: torch.Tensor        # (T, N) bool, False on autoreset steps
     next_obs: torch.Tensor     # (N, *obs_shape): the observation after the last step
+    # Episodes that ended during this rollout (RecordEpisodeStatistics, in the env's own reward units)
+    episode_returns: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    episode_lengths: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=int))
+
+    def reward_rate(self) -> float:
+        """Mean reward per valid step: the score of a continuing task."""
+        return float(self.rewards[self.valid].sum()) / max(1, int(self.valid.sum()))
 
 
 # policy(obs_tensor) -> (actions, logprobs, values), all tensors on the learner's device
@@ -45,8 +52,8 @@ def env_action(actions: torch.Tensor, action_space: spaces.Space) -> np.ndarray:
 class Rollout:
     """Owns the vector env's current observation and which envs are due an autoreset step."""
 
-    def __init__(self, venv, n_steps: int, device: torch.device, seed: int | None = None, logger=None):
-        self.venv, self.n_steps, self.device, self.logger = venv, n_steps, torch.device(device), logger
+    def __init__(self, venv, n_steps: int, device: torch.device, seed: int | None = None):
+        self.venv, self.n_steps, self.device = venv, n_steps, torch.device(device)
         self.n_envs = venv.num_envs
         obs, _ = venv.reset(seed=seed)
         self.obs = torch.as_tensor(obs, device=self.device)
@@ -63,11 +70,11 @@ class Rollout:
             terminated=torch.zeros((T, N), dtype=torch.bool, device=self.device),
             truncated=torch.zeros((T, N), dtype=torch.bool, device=self.device),
             valid=torch.zeros((T, N), dtype=torch.bool, device=self.device), next_obs=self.obs)
-        self.reward_sum, self.reward_steps = 0.0, 0  # reward rate over valid steps, for continuing tasks
 
     @torch.no_grad()
     def collect(self, policy: PolicyStep) -> Batch:
         b, space = self.buf, self.venv.single_action_space
+        ep_returns, ep_lengths = [], []
         for t in range(self.n_steps):
             actions, logprobs, values = policy(self.obs)
             obs, rewards, terminated, truncated, infos = self.venv.step(env_action(actions, space))
@@ -81,15 +88,13 @@ class Rollout:
             b.valid[t] = ~self.resetting
             self.resetting = b.terminated[t] | b.truncated[t]
             self.obs = torch.as_tensor(obs, device=self.device)
-            if self.logger is not None and "episode" in infos:
-                self.logger.episodes(*finished_episodes(infos))
-        self.reward_sum += float(b.rewards[b.valid].sum())
-        self.reward_steps += int(b.valid.sum())
+            if "episode" in infos:
+                returns, lengths = finished_episodes(infos)
+                ep_returns.append(returns)
+                ep_lengths.append(lengths)
         b.next_obs = self.obs
+        if ep_returns:
+            b.episode_returns, b.episode_lengths = np.concatenate(ep_returns), np.concatenate(ep_lengths)
+        else:
+            b.episode_returns, b.episode_lengths = np.zeros(0), np.zeros(0, dtype=int)
         return b
-
-    def reward_rate(self) -> float:
-        """Mean reward per (valid) step since the last call."""
-        rate = self.reward_sum / max(1, self.reward_steps)
-        self.reward_sum, self.reward_steps = 0.0, 0
-        return rate

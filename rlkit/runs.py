@@ -1,4 +1,5 @@
-"""Run directories: runs/<env>/<algo>__s<seed>__<time>/ with config.yaml, run.json, checkpoints/."""
+"""Run directories: runs/<env>/<algo>__s<seed>__<time>/ with config.yaml, run.json, checkpoints/
+and the ``latest`` pointer; ``load_run`` rebuilds the agent of a run for eval, render and demo."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from pathlib import Path
 
 import yaml
 
-from rlkit.checkpoint import atomic_write_text
+from rlkit.checkpoint import atomic_write_text, load_agent_checkpoint
 from rlkit.errors import UsageError
 
 DEFAULT_ROOT = Path("runs")
@@ -107,3 +108,15 @@ def find_runs(paths) -> list[Path]:
             continue
         found.extend(sorted(c.parent for c in p.rglob("config.yaml")))
     return found
+
+
+def load_run(run_dir: Path, device: str = "cpu"):
+    """(agent, settings) for the latest checkpoint of a run directory."""
+    from rlkit import registry
+
+    settings = read_config(run_dir)
+    ckpt = latest_checkpoint(run_dir)
+    cls = registry.load_algo(settings["algo"])
+    agent = load_agent_checkpoint(cls, ckpt, settings["env"], settings.get("env_kwargs") or {}, device,
+                                  algo=settings["algo"])
+    return agent, settings

@@ -95,7 +95,7 @@ def test_eval_render_compare_round_trip(trained, algo, rlkit_cli, tmp_path):
 
 @pytest.mark.parametrize("algo", ["ppo", "sb3-ppo"])
 def test_checkpoint_round_trip_gives_identical_predictions(trained, algo):
-    from rlkit.agent_io import load_run
+    from rlkit.runs import load_run
 
     agent, _ = load_run(trained[algo])
     obs = np.random.default_rng(0).normal(size=(32, 4)).astype(np.float32)

@@ -22,9 +22,9 @@ def test_ppo_cnn_on_cuda_end_to_end(tmp_path):
     """Catch-v0 from pixels: rollout tensors, update and predict all on the GPU."""
     cfg = PPO.Config(n_envs=4, n_steps=32, n_epochs=1, batch_size=64)
     agent = PPO("rlkit/Catch-v0", cfg, seed=0, device="auto")
-    assert agent.device.type == "cuda" and agent.runner.rollout.buf.obs.device.type == "cuda"
+    assert agent.device.type == "cuda" and agent.parts.collector.rollout.buf.obs.device.type == "cuda"
     agent.learn(256)
-    obs, _ = agent.runner.venv.reset(seed=0)
+    obs, _ = agent.parts.collector.venv.reset(seed=0)
     actions = agent.predict(obs)
     assert actions.shape == (4,)
     agent.save(tmp_path / "c.pt")

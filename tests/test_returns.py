@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from agents.actor_critic import ActorCritic
 from agents.ppo import PPO
 from agents.reinforce import Reinforce
-from rlkit.agent_state import normalize
+from rlkit.normalization import normalize
 from rlkit.environments import make_vec_env
 from rlkit.returns import discounted_returns, gae
 from rlkit.rollout import Rollout
@@ -226,7 +226,7 @@ def test_update_ignores_reset_steps(cls):
     cfg = _small(cls, n_steps=64)  # long enough to hold several random-policy CartPole episodes
     a, b = cls("CartPole-v1", cfg, seed=3, device="cpu"), cls("CartPole-v1", cfg, seed=3, device="cpu")
     try:
-        batch = a.runner.rollout.collect(a.runner.policy_step)
+        batch = a.parts.collector.collect()
         assert not batch.valid.all()  # random CartPole episodes are short: there are reset steps
         junk = copy.deepcopy(batch)
         bad = ~junk.valid
@@ -276,9 +276,9 @@ def test_save_load_same_predictions(cls, over, tmp_path):
             np.testing.assert_array_equal(loaded.predict(obs), agent.predict(obs))
             x = y = torch.as_tensor(obs)
             tol = 0.0
-            if agent.runner.obs_norm is not None:
-                x = torch.as_tensor(normalize(obs, agent.runner.obs_norm.obs_rms))
-                y = torch.as_tensor(normalize(obs, loaded.runner.obs_norm.obs_rms))
+            if agent.parts.normalizers.obs_rms is not None:
+                x = torch.as_tensor(normalize(obs, agent.parts.normalizers.obs_rms))
+                y = torch.as_tensor(normalize(obs, loaded.parts.normalizers.obs_rms))
                 # load_rms returns float64 statistics where the env kept float32 ones, so normalised
                 # observations differ in the last bit (shared-code issue reported to the lead).
                 tol = 1e-6
@@ -296,7 +296,7 @@ def test_all_reset_batch_is_a_no_op(cls):
     """n_envs = n_steps = 1 yields batches holding only a reset step: no NaN, no update."""
     agent = cls("CartPole-v1", _small(cls, n_envs=1, n_steps=1), seed=0, device="cpu")
     try:
-        batch = agent.runner.rollout.collect(agent.runner.policy_step)
+        batch = agent.parts.collector.collect()
         batch.valid[:] = False
         before = _params(agent)
         assert agent.update(batch) == {}
@@ -313,7 +313,7 @@ def test_train_time_limit_truncates_training_episodes_only(cls, env_id):
     env_kwargs, which eval and checkpoints use, keep the registered TimeLimit."""
     agent = cls(env_id, _small(cls, n_steps=12, train_time_limit=5), seed=0, device="cpu")
     try:
-        b = agent.runner.rollout.collect(agent.runner.policy_step)
+        b = agent.parts.collector.collect()
         ends = torch.zeros(12, 2, dtype=torch.bool)
         ends[[4, 10]] = True  # steps 0-4, reset step 5, steps 6-10, reset step 11
         assert torch.equal(b.truncated, ends)
