@@ -16,6 +16,7 @@ plugs in where the local one is.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -114,8 +115,11 @@ def build_parts(env_id: str, env_kwargs: dict, c, *, seed: int, device: str, cri
     norm_obs = c.norm_obs and not is_image_space(model_obs_space)
     normalizers = Normalizers(model_obs_space, norm_obs=norm_obs, norm_reward=c.norm_reward, gamma=c.gamma)
     device = resolve_device(device, model_obs_space)
-    model = ActorCritic(model_obs_space, action_space, hidden=c.hidden, activation=c.activation, shared=c.shared,
-                        log_std_init=c.log_std_init, critic=critic, cnn=c.cnn).to(device)
+    # A loaded agent's weights come from its checkpoint: its throwaway initial ones are drawn from a
+    # forked RNG, so loading leaves the process's random stream where it was.
+    with contextlib.nullcontext() if seed_globals else torch.random.fork_rng(devices=[]):
+        model = ActorCritic(model_obs_space, action_space, hidden=c.hidden, activation=c.activation,
+                            shared=c.shared, log_std_init=c.log_std_init, critic=critic, cnn=c.cnn).to(device)
     collector = Collector(factory, model, normalizers, n_envs=c.n_envs, n_steps=c.n_steps, seed=seed)
     return OnPolicyParts(factory, normalizers, model, collector, device, obs_space, action_space)
 

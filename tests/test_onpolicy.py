@@ -1,0 +1,91 @@
+"""The on-policy parts (rlkit.onpolicy): collectors composed around a given model, worker seeds,
+learner-owned normaliser statistics, and loading that leaves the process's RNGs alone."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+from agents.actor_critic import ActorCritic
+from agents.ppo import PPO
+from rlkit.onpolicy import Collector
+
+
+def _cfg(cls, **over):
+    return cls.Config(**{"n_envs": 2, "n_steps": 8, **over})
+
+
+@pytest.mark.parametrize("env_id", ["Acrobot-v1", "CartPole-v1"])  # SyncVectorEnv / native vector env
+def test_worker_seeds_do_not_overlap(env_id):
+    """The collector of rank r seeds its vector env with seed + r * n_envs: on a SyncVectorEnv copy i
+    then starts like a fresh env reset with seed + r * n_envs + i; on any env no two workers start alike."""
+    agent = ActorCritic(env_id, _cfg(ActorCritic), seed=5, device="cpu")
+    p = agent.parts
+    workers = [Collector(p.env_factory, p.model, p.normalizers, n_envs=2, n_steps=8, seed=5, rank=r)
+               for r in (1, 2)]
+    try:
+        starts = {0: p.collector.rollout.obs.numpy()}
+        starts.update({r: w.rollout.obs.numpy() for r, w in zip((1, 2), workers)})
+        if gym.spec(env_id).vector_entry_point is None:
+            for r, obs in starts.items():
+                for i in range(2):
+                    env = gym.make(env_id)
+                    want, _ = env.reset(seed=5 + r * 2 + i)
+                    env.close()
+                    np.testing.assert_array_equal(obs[i], want)
+        flat = np.concatenate(list(starts.values()))
+        assert len({tuple(row) for row in flat}) == 6  # six different start states
+    finally:
+        for w in workers:
+            w.close()
+        agent.close()
+
+
+def test_learn_loop_takes_the_collector_it_is_given():
+    """A collector built around the learner's model and normalisers (as a worker's would be)
+    feeds the update, and its observations update the learner's own statistics."""
+    agent = PPO("CartPole-v1", _cfg(PPO, n_steps=16, batch_size=32, n_epochs=1, norm_obs=True), seed=0, device="cpu")
+    p = agent.parts
+    worker = Collector(p.env_factory, p.model, p.normalizers, n_envs=2, n_steps=16, seed=0, rank=1)
+    calls = []
+
+    class Counting:
+        def collect(self):
+            calls.append(1)
+            return worker.collect()
+
+    try:
+        own_obs = p.collector.rollout.obs.clone()
+        count_before = p.normalizers.obs_rms.count
+        from rlkit.onpolicy import learn_loop
+
+        learn_loop(agent, Counting(), 3 * 32)
+        assert len(calls) == 3 and agent.num_timesteps == 96
+        assert torch.equal(p.collector.rollout.obs, own_obs)  # the agent's own envs never stepped
+        assert p.normalizers.obs_rms.count == pytest.approx(count_before + 3 * 32)  # the learner owns them
+    finally:
+        worker.close()
+        agent.close()
+
+
+def test_load_leaves_global_rng_alone_until_training(tmp_path):
+    """eval/render load a checkpoint without reseeding the process; training on restores its RNG."""
+    agent = PPO("CartPole-v1", _cfg(PPO, n_steps=16, batch_size=32, n_epochs=1), seed=3, device="cpu")
+    agent.learn(32)
+    agent.save(tmp_path / "a.pt")
+    saved_next = torch.rand(3)  # what the saved run would draw next
+    agent.close()
+
+    torch.manual_seed(1234)
+    before = torch.get_rng_state()
+    np_before = np.random.get_state()[1].copy()
+    loaded = PPO.load(tmp_path / "a.pt")
+    try:
+        assert torch.equal(torch.get_rng_state(), before)
+        np.testing.assert_array_equal(np.random.get_state()[1], np_before)
+        loaded.learn(32)  # num_timesteps is already 32: no update, but the saved RNG state is back
+        assert torch.equal(torch.rand(3), saved_next)
+    finally:
+        loaded.close()
