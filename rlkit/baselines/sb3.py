@@ -2,7 +2,8 @@
 
 The adapter builds SB3's own vector env (Monitor + DummyVecEnv, optional VecNormalize), routes
 SB3's logger to the run directory (its tags are the shared ones: rollout/*, train/*, time/fps)
-and forwards every env step to rlkit's TrainingCallback so the eval/stop protocol is identical.
+and runs rlkit's TrainingCallback at the same point of the training cycle as rlkit's own agents
+(after an update; see _Bridge), so the eval/stop protocol is identical.
 Checkpoints hold only ``model.get_parameters()`` tensors + VecNormalize statistics, never
 SB3's cloudpickled zip data (ARCHITECTURE.md §7).
 """
@@ -20,6 +21,7 @@ import torch
 from gymnasium import spaces
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from stable_baselines3.common.utils import LinearSchedule
 from stable_baselines3.common.vec_env import VecNormalize
@@ -117,16 +119,45 @@ def _policy_kwargs(raw: dict) -> dict:
     return kwargs
 
 
+class _StopLearning(Exception):
+    """Raised from SB3's rollout-start hook to end ``learn`` on a rollout boundary (see _Bridge)."""
+
+
 class _Bridge(BaseCallback):
-    """Forwards SB3's per-step callback to rlkit's TrainingCallback and progress bar."""
+    """Runs rlkit's TrainingCallback (eval, stop, checkpoint) and progress bar from SB3's hooks.
+
+    rlkit's own agents call the callback after each update (rlkit/onpolicy.py ``learn_loop``), so
+    an evaluation at step n sees the policy trained on the rollouts up to n. SB3's per-step hook
+    fires inside ``collect_rollouts``, before ``train()`` on that rollout: for on-policy algorithms
+    the callback therefore runs when the next rollout starts (after ``train()``) and once more when
+    learning ends. Off-policy algorithms (DQN, SAC) train every few env steps and keep the per-step
+    call. Progress and ``rollout/reward_per_step`` stay per step for both, in the env's reward units
+    (SB3's ``rollout/ep_rew_mean`` is too: it comes from the Monitor wrappers under VecNormalize).
+    """
 
     def __init__(self, agent: SB3Agent, callback):
         super().__init__()
         self.agent, self.rlkit_callback = agent, callback
+        self.on_policy = isinstance(agent.model, OnPolicyAlgorithm)
         self._reward_sum, self._reward_steps = 0.0, 0
 
+    def _forward(self) -> bool:
+        if self.rlkit_callback is None:
+            return True
+        return bool(self.rlkit_callback.on_step(self.num_timesteps, self.agent))
+
+    def _on_rollout_start(self) -> None:
+        # SB3 ignores this hook's return value, and a False from the next _on_step would come after
+        # one more env step: stop here instead, so the run ends at the step it was evaluated at.
+        if self.on_policy and not self._forward():
+            raise _StopLearning
+
     def _on_step(self) -> bool:
-        rewards = self.locals.get("rewards")
+        # Rewards in the env's own units: VecNormalize hands SB3 scaled rewards and keeps the raw ones.
+        if self.agent.vecnorm is not None:
+            rewards = self.agent.vecnorm.get_original_reward()
+        else:
+            rewards = self.locals.get("rewards")
         if rewards is not None:
             self._reward_sum += float(np.sum(rewards))
             self._reward_steps += len(rewards)
@@ -135,9 +166,11 @@ class _Bridge(BaseCallback):
                                      self.num_timesteps)
             self._reward_sum, self._reward_steps = 0.0, 0
         self.agent.logger.advance(self.num_timesteps)
-        if self.rlkit_callback is None:
-            return True
-        return bool(self.rlkit_callback.on_step(self.num_timesteps, self.agent))
+        return True if self.on_policy else self._forward()
+
+    def _on_training_end(self) -> None:
+        if self.on_policy:  # the policy after the last train(); SB3 ignores the return value
+            self._forward()
 
 
 class SB3Agent:
@@ -186,8 +219,11 @@ class SB3Agent:
     def learn(self, total_timesteps: int, callback=None) -> SB3Agent:
         remaining = int(total_timesteps) - self.num_timesteps
         if remaining > 0:
-            self.model.learn(remaining, callback=_Bridge(self, callback), reset_num_timesteps=False,
-                             progress_bar=False)
+            try:
+                self.model.learn(remaining, callback=_Bridge(self, callback), reset_num_timesteps=False,
+                                 progress_bar=False)
+            except _StopLearning:
+                pass
         return self
 
     def predict(self, obs, deterministic: bool = True) -> np.ndarray:
