@@ -19,9 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rlkit.environments import is_continuing
-from rlkit.logger import NullLogger
-from rlkit.onpolicy import build_parts, check_common_options, learn_loop, load_agent, save_agent
+from rlkit.onpolicy import check_common_options, learn_loop, load_agent, save_agent, setup_agent
 from rlkit.returns import differential_rewards, gae
 
 
@@ -79,18 +77,11 @@ class PPO:
     def __init__(self, env_id: str, config: Config, *, seed: int = 0, device: str = "auto",
                  env_kwargs: dict | None = None, logger=None, run_dir: Path | None = None,
                  seed_globals: bool = True):
-        self.env_id, self.config, self.seed = env_id, config, seed
-        self.env_kwargs = dict(env_kwargs or {})
-        self.logger, self.run_dir = logger or NullLogger(), run_dir
+        setup_agent(self, env_id, config, seed=seed, device=device, env_kwargs=env_kwargs, logger=logger,
+                    run_dir=run_dir, seed_globals=seed_globals)
         c = config
-        self.parts = build_parts(env_id, self.env_kwargs, c, seed=seed, device=device,
-                                 seed_globals=seed_globals)
-        self.model, self.device = self.parts.model, self.parts.device
-        self.observation_space, self.action_space = self.parts.observation_space, self.parts.action_space
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=c.learning_rate, eps=c.adam_eps)
-        self.num_timesteps = 0
         self.avg_reward = 0.0  # ρ̄, used only with objective: average
-        self.continuing = is_continuing(env_id)
 
     # --- the algorithm -------------------------------------------------------------------
     def learn(self, total_timesteps: int, callback=None) -> PPO:

@@ -124,6 +124,26 @@ def build_parts(env_id: str, env_kwargs: dict, c, *, seed: int, device: str, cri
     return OnPolicyParts(factory, normalizers, model, collector, device, obs_space, action_space)
 
 
+def setup_agent(agent, env_id: str, config, *, seed: int, device: str, env_kwargs: dict | None, logger,
+                run_dir, seed_globals: bool, critic: bool = True) -> None:
+    """The fields every on-policy agent has, set once for all three: its identity (env_id, config,
+    seed, env_kwargs), logger and run directory, ``parts`` (with ``model`` and ``device`` at hand),
+    the env's spaces, the step counter and whether the task is continuing. The agent then adds
+    its optimizer and whatever its maths keeps (e.g. ρ̄)."""
+    from rlkit.environments import is_continuing
+    from rlkit.logger import NullLogger
+
+    agent.env_id, agent.config, agent.seed = env_id, config, seed
+    agent.env_kwargs = dict(env_kwargs or {})
+    agent.logger, agent.run_dir = logger or NullLogger(), run_dir
+    agent.parts = build_parts(env_id, agent.env_kwargs, config, seed=seed, device=device, critic=critic,
+                              seed_globals=seed_globals)
+    agent.model, agent.device = agent.parts.model, agent.parts.device
+    agent.observation_space, agent.action_space = agent.parts.observation_space, agent.parts.action_space
+    agent.num_timesteps = 0
+    agent.continuing = is_continuing(env_id)
+
+
 def learn_loop(agent, collector, total_timesteps: int, callback=None):
     """The loop every on-policy agent shares; the algorithm itself is ``agent.update(batch)``.
 
