@@ -83,7 +83,7 @@ class ActorCritic:
                                                  alpha=c.rmsprop_alpha, eps=c.optim_eps)
         else:
             self.optimizer = torch.optim.Adam(self.model.parameters(), lr=c.learning_rate, eps=c.optim_eps)
-        self.avg_reward = 0.0  # ρ̄, used only with objective: average
+        self.avg_reward: float | None = None  # ρ̄ (objective: average), set by the first batch
 
     # --- the algorithm -------------------------------------------------------------------
     def learn(self, total_timesteps: int, callback=None) -> ActorCritic:

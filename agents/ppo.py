@@ -81,7 +81,7 @@ class PPO:
                     run_dir=run_dir, seed_globals=seed_globals)
         c = config
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=c.learning_rate, eps=c.adam_eps)
-        self.avg_reward = 0.0  # ρ̄, used only with objective: average
+        self.avg_reward: float | None = None  # ρ̄ (objective: average), set by the first batch
 
     # --- the algorithm -------------------------------------------------------------------
     def learn(self, total_timesteps: int, callback=None) -> PPO:

@@ -10,6 +10,7 @@ workers) receives them with the weights as plain data (``state()`` / ``load_stat
 
 from __future__ import annotations
 
+import gymnasium as gym
 import numpy as np
 import torch
 from gymnasium.wrappers.utils import RunningMeanStd
@@ -36,6 +37,16 @@ def normalize(obs: np.ndarray, rms: RunningMeanStd, eps: float = EPSILON) -> np.
     return ((obs - rms.mean) / np.sqrt(rms.var + eps)).astype(np.float32)
 
 
+class KeepEnvReward(gym.vector.VectorWrapper):
+    """Puts the env's own rewards in ``infos["env_reward"]`` before NormalizeReward rescales them,
+    so the logged reward rate stays in the env's units."""
+
+    def step(self, actions):
+        obs, rewards, terminated, truncated, infos = self.env.step(actions)
+        infos["env_reward"] = rewards
+        return obs, rewards, terminated, truncated, infos
+
+
 class Normalizers:
     """The learner's observation statistics (``norm_obs``) and discounted-return statistics
     (``norm_reward``, scaled with ``gamma`` as in SB3's VecNormalize); either may be off (None)."""
@@ -51,7 +62,7 @@ class Normalizers:
             venv = NormalizeObservation(venv)
             venv.obs_rms = self.obs_rms
         if self.return_rms is not None:
-            venv = NormalizeReward(venv, gamma=self.gamma)
+            venv = NormalizeReward(KeepEnvReward(venv), gamma=self.gamma)
             venv.return_rms = self.return_rms
         return venv
 

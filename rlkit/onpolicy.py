@@ -147,7 +147,8 @@ def setup_agent(agent, env_id: str, config, *, seed: int, device: str, env_kwarg
 def learn_loop(agent, collector, total_timesteps: int, callback=None):
     """The loop every on-policy agent shares; the algorithm itself is ``agent.update(batch)``.
 
-    Per iteration: decay the learning rate linearly (``config.anneal_lr``), collect one rollout
+    Per iteration: decay the learning rate linearly to 0 at ``total_timesteps`` (``config.anneal_lr``;
+    a resumed run passes the same total, so it keeps the same schedule), collect one rollout
     from ``collector`` (the agent's own, or a parallel one), update, log the shared tags, then ask
     the callback whether to go on.
     """
@@ -157,7 +158,7 @@ def learn_loop(agent, collector, total_timesteps: int, callback=None):
         parts.resume_rng = None
     while agent.num_timesteps < total_timesteps:
         if c.anneal_lr:
-            frac = 1.0 - agent.num_timesteps / max(total_timesteps, c.n_timesteps)
+            frac = 1.0 - agent.num_timesteps / total_timesteps  # over this run's --steps, as SB3 does
             for group in agent.optimizer.param_groups:
                 group["lr"] = frac * c.learning_rate
         batch = collector.collect()
@@ -177,7 +178,7 @@ def save_agent(agent, path) -> None:
     parts = agent.parts
     state = {"model": parts.model.state_dict(), "rng": rng_state(), **parts.normalizers.state(),
              "optimizer": agent.optimizer.state_dict()}
-    save_checkpoint(path, state, agent_meta(agent.algo_name, agent, avg_reward=getattr(agent, "avg_reward", 0.0)))
+    save_checkpoint(path, state, agent_meta(agent.algo_name, agent, avg_reward=getattr(agent, "avg_reward", None)))
 
 
 def load_agent(cls, path, device: str = "cpu"):
@@ -193,5 +194,5 @@ def load_agent(cls, path, device: str = "cpu"):
     agent.optimizer.load_state_dict(state["optimizer"])
     agent.num_timesteps = int(meta["num_timesteps"])
     if hasattr(agent, "avg_reward"):
-        agent.avg_reward = float(meta.get("avg_reward", 0.0))
+        agent.avg_reward = meta.get("avg_reward")  # None until the first batch
     return agent

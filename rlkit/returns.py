@@ -62,12 +62,15 @@ def discounted_returns(rewards: torch.Tensor, terminated: torch.Tensor, truncate
     return out
 
 
-def differential_rewards(rewards: torch.Tensor, valid: torch.Tensor, avg_reward: float,
+def differential_rewards(rewards: torch.Tensor, valid: torch.Tensor, avg_reward: float | None,
                          step_size: float) -> tuple[torch.Tensor, float]:
     """Rewards r - ρ̄ for the average-reward objective, and the updated estimate ρ̄.
 
     ρ̄ first moves ``step_size`` of the way towards this batch's mean reward over valid steps
-    (autoreset steps carry no reward), then is subtracted from every reward.
+    (autoreset steps carry no reward), then is subtracted from every reward. The first batch
+    (``avg_reward`` None) sets ρ̄ to its own mean: starting from 0 would bias the early
+    differential returns by the whole reward rate.
     """
-    avg_reward += step_size * (float(rewards[valid].mean()) - avg_reward)
+    batch_rate = float(rewards[valid].mean())
+    avg_reward = batch_rate if avg_reward is None else avg_reward + step_size * (batch_rate - avg_reward)
     return rewards - avg_reward, avg_reward

@@ -24,6 +24,7 @@ class Batch:
     logprobs: torch.Tensor     # (T, N)
     values: torch.Tensor       # (T, N)
     rewards: torch.Tensor      # (T, N) as the (possibly NormalizeReward-wrapped) env gave them
+    env_rewards: torch.Tensor  # (T, N) in the env's own units (= rewards unless norm_reward)
     terminated: torch.Tensor   # (T, N) bool
     truncated: torch.Tensor    # (T, N) bool
     valid: torch.Tensor        # (T, N) bool, False on autoreset steps
@@ -33,8 +34,8 @@ class Batch:
     episode_lengths: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=int))
 
     def reward_rate(self) -> float:
-        """Mean reward per valid step: the score of a continuing task."""
-        return float(self.rewards[self.valid].sum()) / max(1, int(self.valid.sum()))
+        """Mean reward per valid step in the env's own units: the score of a continuing task."""
+        return float(self.env_rewards[self.valid].sum()) / max(1, int(self.valid.sum()))
 
 
 # policy(obs_tensor) -> (actions, logprobs, values), all tensors on the learner's device
@@ -66,7 +67,7 @@ class Rollout:
                                 dtype=torch.long if isinstance(act_space, (spaces.Discrete, spaces.MultiDiscrete))
                                 else torch.float32, device=self.device),
             logprobs=torch.zeros((T, N), device=self.device), values=torch.zeros((T, N), device=self.device),
-            rewards=torch.zeros((T, N), device=self.device),
+            rewards=torch.zeros((T, N), device=self.device), env_rewards=torch.zeros((T, N), device=self.device),
             terminated=torch.zeros((T, N), dtype=torch.bool, device=self.device),
             truncated=torch.zeros((T, N), dtype=torch.bool, device=self.device),
             valid=torch.zeros((T, N), dtype=torch.bool, device=self.device), next_obs=self.obs)
@@ -83,6 +84,8 @@ class Rollout:
             b.logprobs[t] = logprobs
             b.values[t] = values
             b.rewards[t] = torch.as_tensor(rewards, dtype=torch.float32, device=self.device)
+            b.env_rewards[t] = (torch.as_tensor(infos["env_reward"], dtype=torch.float32, device=self.device)
+                                if "env_reward" in infos else b.rewards[t])
             b.terminated[t] = torch.as_tensor(terminated, device=self.device)
             b.truncated[t] = torch.as_tensor(truncated, device=self.device)
             b.valid[t] = ~self.resetting

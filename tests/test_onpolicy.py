@@ -89,3 +89,40 @@ def test_load_leaves_global_rng_alone_until_training(tmp_path):
         assert torch.equal(torch.rand(3), saved_next)
     finally:
         loaded.close()
+
+
+def test_reward_rate_in_env_units_under_norm_reward():
+    """NormalizeReward rescales the rewards the loss sees, never the logged reward rate."""
+    agent = PPO("CartPole-v1", _cfg(PPO, n_steps=32, norm_reward=True), seed=0, device="cpu")
+    try:
+        b = agent.parts.collector.collect()
+        assert not torch.allclose(b.rewards[b.valid], torch.ones(()))  # the loss sees scaled rewards
+        assert torch.equal(b.env_rewards[b.valid], torch.ones(int(b.valid.sum())))
+        assert b.reward_rate() == 1.0  # CartPole pays 1 per step
+    finally:
+        agent.close()
+
+
+def test_learning_rate_decays_to_zero_at_the_runs_own_budget():
+    """anneal_lr decays over learn()'s total (the CLI's --steps), not the config's n_timesteps."""
+    cfg = _cfg(PPO, n_steps=16, batch_size=32, n_epochs=1, anneal_lr=True, n_timesteps=10**6)
+    agent = PPO("CartPole-v1", cfg, seed=0, device="cpu")
+    try:
+        agent.learn(4 * 32)  # 4 updates: lr at update k is (1 - k/4) * lr0
+        assert agent.optimizer.param_groups[0]["lr"] == pytest.approx(0.25 * cfg.learning_rate)
+    finally:
+        agent.close()
+
+
+def test_average_reward_estimate_starts_at_the_first_batch_rate():
+    from rlkit.returns import differential_rewards
+
+    rewards = torch.tensor([[2.0, 4.0], [0.0, 6.0]])
+    valid = torch.tensor([[True, True], [False, True]])  # the 0 is an autoreset step
+    out, rho = differential_rewards(rewards, valid, None, step_size=0.05)
+    assert rho == pytest.approx(4.0)
+    torch.testing.assert_close(out, rewards - 4.0)
+    _, rho = differential_rewards(rewards, valid, rho, step_size=0.5)
+    assert rho == pytest.approx(4.0)
+    _, rho = differential_rewards(rewards + 2, valid, rho, step_size=0.5)
+    assert rho == pytest.approx(5.0)
