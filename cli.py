@@ -77,6 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--eval-episodes", type=_int("--eval-episodes", 1), default=10)
     t.add_argument("--stop-at-return", type=_float, default=None,
                    help="stop at the first evaluation whose mean return >= R (records solved_at_step/_s)")
+    t.add_argument("--final-eval-episodes", type=_int("--final-eval-episodes", 0), default=100,
+                   help="when the run ends, score it on this many fresh episodes (seeds 20000..., never "
+                        "those of the periodic evaluations, 10000...): run.json final_eval; 0 skips it")
     t.add_argument("--checkpoint-every", type=_int("--checkpoint-every", 1), default=None,
                    help="env steps between checkpoints (default: max(eval-every, steps/10))")
     t.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue RUN_DIR from its last checkpoint")
@@ -85,7 +88,10 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("eval", help="evaluate a run's latest checkpoint")
     e.add_argument("run_dir")
     e.add_argument("--episodes", type=_int("--episodes", 1), default=10)
-    e.add_argument("--seed", type=_int("--seed", 0), default=10_000)
+    # None -> rlkit.evaluation.CONFIRM_SEED (resolved in rlkit/commands.py: this module stays light)
+    e.add_argument("--seed", type=_int("--seed", 0), default=None,
+                   help="seed of the first episode (default 20000: never seen by training's stop check, "
+                        "which uses 10000...)")
     e.add_argument("--json", action="store_true", help="print one JSON object")
 
     r = sub.add_parser("render", help="render episodes of a run to a GIF/MP4 or a window")

@@ -60,14 +60,16 @@ def cmd_train(args) -> int:
             config_file=Path(args.config) if args.config else None, sets=configlib.parse_set(args.set),
             runs_root=Path(args.runs_root), run_dir=Path(args.run_dir) if args.run_dir else None,
             eval_every=args.eval_every, eval_episodes=args.eval_episodes, stop_at_return=args.stop_at_return,
-            checkpoint_every=args.checkpoint_every, progress=progress)
+            checkpoint_every=args.checkpoint_every, final_eval_episodes=args.final_eval_episodes,
+            progress=progress)
     from rlkit.runs import read_run_json
 
     info = read_run_json(run_dir)
     ev = info.get("final_eval") or {}
     line = f"run {run_dir}: {info.get('status')} after {info.get('steps')} steps in {info.get('wall_s')} s"
     if ev:
-        line += f", eval {ev['mean_return']:.2f} ± {ev['std_return']:.2f} over {ev['episodes']} episodes"
+        line += (f", final eval {ev['mean_return']:.2f} ± {ev['std_return']:.2f} over {ev['episodes']} fresh "
+                 f"episodes")
     if "solved_at_step" in info:
         line += f", solved at step {info['solved_at_step']} ({info['solved_at_s']} s)"
     print(line)
@@ -76,10 +78,11 @@ def cmd_train(args) -> int:
 
 def cmd_eval(args) -> int:
     from rlkit.agent_io import load_run
-    from rlkit.evaluation import evaluate
+    from rlkit.evaluation import CONFIRM_SEED, evaluate
 
     agent, settings = load_run(Path(args.run_dir))
-    result = evaluate(agent, settings["env"], args.episodes, seed=args.seed,
+    seed = CONFIRM_SEED if args.seed is None else args.seed
+    result = evaluate(agent, settings["env"], args.episodes, seed=seed,
                       env_kwargs=settings.get("env_kwargs") or {}, reference=True)
     result.pop("returns")
     if args.json:

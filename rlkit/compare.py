@@ -1,4 +1,9 @@
-"""`rlkit compare`: per-env tables (final eval ± 95% CI, time to threshold, throughput) and curves."""
+"""`rlkit compare`: per-env tables (final eval ± 95% CI, time to threshold, throughput) and curves.
+
+The final eval column is the confirmation score of run.json ``final_eval`` (episodes the stop check
+never saw, rlkit/training.py). Runs without one (interrupted, or written before it existed) fall
+back to their last periodic evaluation, and the table says how many did.
+"""
 
 from __future__ import annotations
 
@@ -51,6 +56,22 @@ def _first_at_least(evals: list, threshold: float):
     return None, None
 
 
+def final_score(run_dir: Path, info: dict, per_step: bool, tag: str) -> tuple[float | None, bool]:
+    """(score, confirmed): the fresh-seed ``final_eval`` if the run has one, else its last periodic eval."""
+    final = info.get("final_eval") or {}
+    if "seed" in final:  # written by TrainingCallback.confirm
+        key = "reward_per_step" if per_step and "reward_per_step" in final else "mean_return"
+        return float(final[key]), True
+    if per_step and info.get("evals"):
+        _, values = read_curve(run_dir, tag)
+        if len(values):
+            return float(values[-1]), False
+    if final.get("mean_return") is not None:  # an older run: the last stop-check evaluation
+        return float(final["mean_return"]), False
+    evals = info.get("evals") or []
+    return (float(evals[-1][2]), False) if evals else (None, False)
+
+
 def collect(paths) -> dict:
     """{env: {algo: [run record, ...]}} for every run under paths."""
     table: dict = defaultdict(lambda: defaultdict(list))
@@ -92,7 +113,7 @@ def compare(paths, out: Path | None = None, threshold: float | None = None) -> P
         if thr is None:
             thr = next((r["settings"].get("stop_at_return") for rs in algos.values() for r in rs
                         if r["settings"].get("stop_at_return") is not None), None)
-        header = (f"| algo | seeds | final eval (mean ± 95% CI) | solved | median steps to {thr} "
+        header = (f"| algo | seeds | final eval, fresh seeds (mean ± 95% CI) | solved | median steps to {thr} "
                   f"| median s to {thr} | env steps/s |")
         rows = [f"## {env_id}", ""]
         if ref is not None:
@@ -101,14 +122,13 @@ def compare(paths, out: Path | None = None, threshold: float | None = None) -> P
         curves = {}
         for algo, recs in sorted(algos.items()):
             finals, steps_to, secs_to, fps = [], [], [], []
+            unconfirmed = 0
             for rec in recs:
                 info = rec["info"]
-                final = (info.get("final_eval") or {}).get("mean_return")
-                if per_step and info.get("evals"):
-                    s, v = read_curve(rec["dir"], tag)
-                    final = float(v[-1]) if len(v) else final
+                final, confirmed = final_score(rec["dir"], info, per_step, tag)
                 if final is not None:
                     finals.append(final)
+                    unconfirmed += not confirmed
                 if thr is not None:
                     if threshold is None and "solved_at_step" in info:
                         steps_to.append(info["solved_at_step"])
@@ -123,6 +143,8 @@ def compare(paths, out: Path | None = None, threshold: float | None = None) -> P
                 curves.setdefault(algo, []).append(read_curve(rec["dir"], tag))
             mean, half = ci95(finals)
             ci = f"{mean:.2f} ± {half:.2f}" if not math.isnan(half) else f"{mean:.2f}"
+            if unconfirmed:
+                ci += f" ({unconfirmed} unconfirmed: last periodic eval)"
             rows.append(f"| {algo} | {len(recs)} | {ci} | {len(steps_to)}/{len(recs)} | "
                         f"{med(steps_to, lambda x: f'{x:.0f}')} | {med(secs_to, lambda x: f'{x:.2f}')} | "
                         f"{med(fps, lambda x: f'{x:.0f}')} |")

@@ -7,6 +7,11 @@ import numpy as np
 from rlkit.environments import env_reference, fraction_of_reference, make_vec_env
 from rlkit.framestack import agent_frame_stack
 
+# Seeds of the episodes that score a finished run (run.json ``final_eval``) and the default of
+# ``rlkit eval``. The stop check uses 10_000 + i (rlkit/training.py EVAL_SEED), so a run is never
+# scored on the episodes that decided when it stopped.
+CONFIRM_SEED = 20_000
+
 
 def evaluate(agent, env_id: str, episodes: int = 10, seed: int = 10_000, env_kwargs: dict | None = None,
              deterministic: bool = True, reference: bool = False, max_parallel: int = 16) -> dict:

@@ -2,7 +2,9 @@
 
 The callback is where the time-to-solve protocol lives (evaluate every ``eval_every`` env steps
 on ``eval_episodes`` deterministic episodes with fixed seeds, stop at the first mean >= R), so
-hand-written agents and baselines are timed identically.
+hand-written agents and baselines are timed identically. When a run ends, it is scored once more
+on ``final_eval_episodes`` episodes the stop check never saw (``final_eval`` in run.json): a run
+stops when its stop-check episodes happen to clear R, so their mean is biased upwards.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from pathlib import Path
 from rlkit import config as configlib
 from rlkit import runs
 from rlkit.errors import UsageError
-from rlkit.evaluation import evaluate
+from rlkit.evaluation import CONFIRM_SEED, evaluate
 from rlkit.logger import Logger
 
 EVAL_SEED = 10_000  # eval env seeds are far from training seeds
@@ -42,6 +44,7 @@ class TrainingCallback:
         self.solved = False
         self.last_eval: dict | None = None
         self.last_ckpt_step = start_step
+        self.info["stop_check"] = {"seed": EVAL_SEED, "episodes": int(eval_episodes)}
 
     def wall(self) -> float:
         return self.wall_offset + time.perf_counter() - self.t0
@@ -71,6 +74,15 @@ class TrainingCallback:
             [int(num_timesteps), round(self.wall(), 3), round(result["mean_return"], 4)])
         return result
 
+    def confirm(self, agent, episodes: int) -> dict:
+        """Score the final policy on fresh episodes, seeded after every stop-check seed."""
+        seed = max(CONFIRM_SEED, EVAL_SEED + self.eval_episodes)
+        result = evaluate(agent, self.env_id, episodes, seed=seed, env_kwargs=self.env_kwargs)
+        self.info["final_eval"] = {k: result[k] for k in ("mean_return", "std_return", "episodes",
+                                                          "mean_ep_length", "reward_per_step")}
+        self.info["final_eval"]["seed"] = seed
+        return result
+
     def checkpoint(self, num_timesteps: int, agent) -> Path:
         path = runs.checkpoint_dir(self.run_dir) / f"step_{num_timesteps}.pt"
         agent.save(path)
@@ -79,10 +91,9 @@ class TrainingCallback:
         self.write_info(num_timesteps, status="running")
         return path
 
-    def write_info(self, num_timesteps: int, status: str) -> None:
-        self.info.update(steps=int(num_timesteps), wall_s=round(self.wall(), 3), status=status)
-        if self.last_eval is not None:
-            self.info["final_eval"] = {k: self.last_eval[k] for k in ("mean_return", "std_return", "episodes")}
+    def write_info(self, num_timesteps: int, status: str, wall_s: float | None = None) -> None:
+        wall_s = self.wall() if wall_s is None else wall_s
+        self.info.update(steps=int(num_timesteps), wall_s=round(wall_s, 3), status=status)
         runs.write_run_json(self.run_dir, self.info)
 
 
@@ -117,7 +128,7 @@ def train(algo: str, env_id: str, *, steps: int | None = None, seed: int = 0, n_
           config_file: Path | None = None, sets: dict | None = None, runs_root: Path | None = None,
           run_dir: Path | None = None, eval_every: int = 10_000, eval_episodes: int = 10,
           stop_at_return: float | None = None, checkpoint_every: int | None = None,
-          progress: bool = True) -> Path:
+          final_eval_episodes: int = 100, progress: bool = True) -> Path:
     """Train a fresh run. Everything is validated before the run directory is created."""
     from rlkit import registry
 
@@ -143,7 +154,8 @@ def train(algo: str, env_id: str, *, steps: int | None = None, seed: int = 0, n_
     settings = dict(algo=algo, env=env_id, env_kwargs=env_kwargs, seed=seed, total_steps=int(steps),
                     device=device, backend=backend, workers=workers, ray_address=ray_address,
                     eval_every=eval_every, eval_episodes=eval_episodes, stop_at_return=stop_at_return,
-                    checkpoint_every=checkpoint_every, hyperparams=asdict(cfg), versions=_versions())
+                    checkpoint_every=checkpoint_every, final_eval_episodes=int(final_eval_episodes),
+                    hyperparams=asdict(cfg), versions=_versions())
 
     run_dir = Path(run_dir)
     created = not run_dir.exists()
@@ -182,6 +194,7 @@ def _run(cls, cfg, settings, run_dir, start_step, wall_offset, progress, checkpo
     info = dict(info or {})
     info.update(algo=settings["algo"], env=env_id, seed=seed, total_steps=total, run_dir=str(run_dir))
     info.pop("status", None)
+    info.pop("final_eval", None)  # a resumed run is confirmed again when it ends
 
     if checkpoint is not None:
         agent = load_agent_checkpoint(cls, checkpoint, env_id, settings.get("env_kwargs") or {}, device,
@@ -215,7 +228,10 @@ def _run(cls, cfg, settings, run_dir, start_step, wall_offset, progress, checkpo
             callback.run_eval(steps, agent)
         if callback.last_ckpt_step != steps or not any(runs.checkpoint_dir(run_dir).glob("step_*.pt")):
             callback.checkpoint(steps, agent)
-        callback.write_info(steps, status="solved" if callback.solved else "finished")
+        wall_s = callback.wall()  # the confirmation below is scoring, not training time
+        if int(settings.get("final_eval_episodes", 100)) > 0:
+            callback.confirm(agent, int(settings.get("final_eval_episodes", 100)))
+        callback.write_info(steps, status="solved" if callback.solved else "finished", wall_s=wall_s)
     except BaseException:
         info["status"] = "interrupted"
         raise

@@ -215,3 +215,17 @@ def test_kill_and_resume_ends_with_exact_step_count(tmp_path):
     info = json.loads((run_dir / "run.json").read_text())
     assert info["status"] == "finished" and info["steps"] == 40960
     assert (run_dir / "checkpoints" / "latest").read_text().strip() == "step_40960.pt"
+
+
+@pytest.mark.parametrize("algo", ["ppo", "sb3-ppo"])
+def test_final_eval_is_on_seeds_the_stop_check_never_saw(trained, algo):
+    info = json.loads((trained[algo] / "run.json").read_text())
+    stop, final = info["stop_check"], info["final_eval"]
+    assert final["episodes"] == 100  # the --final-eval-episodes default
+    assert final["seed"] >= stop["seed"] + stop["episodes"] or final["seed"] + final["episodes"] <= stop["seed"]
+
+
+@pytest.mark.parametrize("value", ["-1", "many"])
+def test_bad_final_eval_episodes_exits_2(rlkit_cli, value):
+    proc = rlkit_cli("train", "--algo", "ppo", "--env", "CartPole-v1", "--final-eval-episodes", value, "--no-progress")
+    _one_line_error(proc, "--final-eval-episodes", value)
