@@ -1,0 +1,380 @@
+"""One worker layer for everything that runs in parallel (docs/architecture.md (workers)).
+
+Roles:
+  driver   the learner or stage that owns a ``WorkerGroup`` and calls worker methods by name.
+  worker   an object of the driver's class, built once per rank as ``worker_cls(rank, *args, **kwargs)``
+           and kept for the whole run: the envs, models and RNG streams it holds persist between
+           calls (stable identity). The rank is how copy i of worker r seeds its env with
+           ``seed + r * n_envs + i``, so no two workers replay the same episodes.
+  backend  where the workers live. ``local``: one worker in this process, or n > 1 workers in
+           dedicated spawn processes, one pipe each (no task pool: rank r is always the same
+           process). ``ray``: Ray actors, restarted up to ``max_restarts`` times if their process
+           dies, on a local Ray that ``start_ray`` starts or on the cluster it joins.
+
+Calls: ``call`` (one worker), ``broadcast`` (every worker), ``map`` (argument tuples dealt round
+robin, results in order) and ``imap_unordered`` (the same, yielded as they finish, for progress
+bars). An exception in a worker becomes one ``WorkerError`` in the driver, naming the worker, its
+method and the exception, raised after the group is closed. ``close`` is idempotent; use the group
+as a context manager so that exceptions and Ctrl-C close it too (no orphan processes).
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing as mp
+import os
+import signal
+import traceback
+from collections import deque
+from multiprocessing.connection import wait
+
+OBJECT_STORE_BYTES = 1 << 30  # a local Ray's object store: enough for rollout batches, not a share of RAM
+
+
+class WorkerError(RuntimeError):
+    """A worker raised or died. The message names it: "worker 1 (Cls.method) raised ValueError: ..."."""
+
+
+def start_ray(num_cpus: int | None = None, address: str | None = None) -> bool:
+    """Connect this process to Ray; True if it started a local Ray (its owner shuts it down).
+
+    With ``address`` ("auto", "host:port", "ray://host:port", or RAY_ADDRESS set) it joins that
+    cluster. Without, it starts a private Ray with ``num_cpus`` CPUs (default: this machine's),
+    listening on 127.0.0.1 only, no dashboard, a bounded object store, worker logs kept off the
+    terminal. A Ray this process is already connected to (a test's, another group's) is reused.
+    """
+    import ray
+
+    if ray.is_initialized():
+        return False
+    quiet = {"log_to_driver": False, "logging_level": logging.WARNING}
+    address = address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, **quiet)
+        return False
+    from ray._private import ray_constants
+
+    # Ray turns a node address of 127.0.0.1 into this machine's network address, and its servers
+    # then listen on every interface, unless it believes multi-node clusters are off. Switching that
+    # flag off for the duration of init keeps every Ray process of a private session on loopback.
+    cluster, ray_constants.ENABLE_RAY_CLUSTER = ray_constants.ENABLE_RAY_CLUSTER, False
+    try:
+        ray.init(num_cpus=num_cpus or os.cpu_count() or 1, include_dashboard=False, _node_ip_address="127.0.0.1",
+                 object_store_memory=OBJECT_STORE_BYTES, **quiet)
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = cluster
+    return True
+
+
+class _Host:
+    """What every backend runs in a worker's process: it registers rlkit's envs, builds the worker
+    and calls it. A driver-side gym.register is invisible to other processes, hence the import."""
+
+    def __init__(self, worker_cls, rank: int, args: tuple, kwargs: dict):
+        import envs  # noqa: F401
+
+        self.worker = worker_cls(rank, *args, **kwargs)
+
+    def run(self, method: str, args: tuple):
+        return getattr(self.worker, method)(*args)
+
+    def ready(self) -> None:
+        """Returns once the worker is built (the driver waits on it so construction errors come first)."""
+
+    def close(self) -> None:
+        if callable(getattr(self.worker, "close", None)):
+            self.worker.close()
+
+
+def _describe(exc: BaseException) -> tuple[str, str, str]:
+    return type(exc).__name__, str(exc), "".join(traceback.format_exception(exc))
+
+
+def _error(name: str, rank: int, method: str, what: str, remote_traceback: str = "") -> WorkerError:
+    err = WorkerError(f"worker {rank} ({name}.{method}) {what}")
+    err.remote_traceback = remote_traceback
+    if remote_traceback and hasattr(err, "add_note"):  # Python >= 3.11 prints notes under the message
+        err.add_note(f"worker {rank} traceback:\n{remote_traceback}")
+    return err
+
+
+class _InProcess:
+    """n_workers == 1: the worker lives in the driver (no process to start, easiest to debug)."""
+
+    def __init__(self, worker_cls, args, kwargs, n: int):
+        self.name = worker_cls.__name__
+        try:
+            self.host = _Host(worker_cls, 0, args, kwargs)
+        except Exception as exc:
+            raise _error(self.name, 0, "__init__", "raised {}: {}".format(*_describe(exc))) from exc
+
+    def results(self, tasks):
+        for i, (rank, method, args) in enumerate(tasks):
+            try:
+                result = self.host.run(method, args)
+            except Exception as exc:
+                raise _error(self.name, rank, method, "raised {}: {}".format(*_describe(exc))) from exc
+            yield i, result
+
+    def close(self) -> None:
+        self.host.close()
+
+
+def _serve(conn, worker_cls, rank: int, args: tuple, kwargs: dict) -> None:
+    """Body of a spawn process: build the worker, then answer (method, args) requests until None."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C belongs to the driver, which closes the group
+    try:
+        host = _Host(worker_cls, rank, args, kwargs)
+    except Exception as exc:
+        conn.send(("error", _describe(exc)))
+        return
+    conn.send(("ok", None))
+    try:
+        while (request := conn.recv()) is not None:
+            try:
+                conn.send(("ok", host.run(*request)))
+            except Exception as exc:
+                conn.send(("error", _describe(exc)))
+    except EOFError:  # the driver is gone
+        pass
+    finally:
+        host.close()
+
+
+class _Processes:
+    """n_workers > 1 on this machine: one spawn process per rank, at most one request in flight each."""
+
+    def __init__(self, worker_cls, args, kwargs, n: int):
+        # spawn, not fork: torch's threads do not survive a fork, and it is how Ray starts workers too.
+        ctx = mp.get_context("spawn")
+        self.name, self.conns, self.procs, self.busy = worker_cls.__name__, [], [], set()
+        try:
+            for rank in range(n):
+                parent, child = ctx.Pipe()
+                proc = ctx.Process(target=_serve, args=(child, worker_cls, rank, args, kwargs),
+                                   name=f"rlkit-worker-{rank}", daemon=True)
+                proc.start()
+                child.close()  # keep only the worker's end open, so its death reads as EOF here
+                self.conns.append(parent)
+                self.procs.append(proc)
+            self.busy = set(range(n))  # until each says it is built; a failure then stops the rest at once
+            for rank in range(n):
+                self._receive(rank, "__init__")
+        except BaseException:
+            self.close()
+            raise
+
+    def _died(self, rank: int, method: str) -> WorkerError:
+        self.procs[rank].join(1)
+        return _error(self.name, rank, method, f"died (exit code {self.procs[rank].exitcode})")
+
+    def _receive(self, rank: int, method: str):
+        try:
+            status, payload = self.conns[rank].recv()
+        except (EOFError, OSError):
+            raise self._died(rank, method) from None
+        self.busy.discard(rank)
+        if status == "error":
+            raise _error(self.name, rank, method, "raised {}: {}".format(*payload[:2]), payload[2])
+        return payload
+
+    def results(self, tasks):
+        queues = [deque() for _ in self.procs]
+        for i, (rank, method, args) in enumerate(tasks):
+            queues[rank].append((i, method, args))
+        running = {}  # conn -> (rank, task index, method)
+
+        def feed(rank: int) -> None:
+            if queues[rank]:
+                i, method, args = queues[rank].popleft()
+                try:
+                    self.conns[rank].send((method, args))
+                except OSError:  # the process is gone (killed from outside while idle)
+                    raise self._died(rank, method) from None
+                self.busy.add(rank)
+                running[self.conns[rank]] = (rank, i, method)
+
+        for rank in range(len(self.procs)):
+            feed(rank)
+        while running:
+            for conn in wait(list(running)):
+                rank, i, method = running.pop(conn)
+                result = self._receive(rank, method)
+                feed(rank)
+                yield i, result
+
+    def close(self) -> None:
+        for rank, (conn, proc) in enumerate(zip(self.conns, self.procs)):
+            if proc.is_alive() and rank not in self.busy:
+                try:
+                    conn.send(None)  # an idle worker closes its envs and exits on its own
+                except OSError:
+                    pass
+        for rank, proc in enumerate(self.procs):
+            if rank not in self.busy:
+                proc.join(5)
+            if proc.is_alive():  # busy (we are unwinding an error or Ctrl-C) or stuck: do not wait
+                proc.terminate()
+                proc.join(5)
+            if proc.is_alive():
+                proc.kill()
+                proc.join()
+        for conn in self.conns:
+            conn.close()
+        self.conns, self.procs = [], []
+
+
+class _RayActors:
+    """backend="ray": one actor per rank. Ray restarts an actor whose process dies (``max_restarts``)
+    and retries the calls it was running (``max_task_retries``), so those calls still return."""
+
+    def __init__(self, worker_cls, args, kwargs, n: int, max_restarts: int = 3):
+        import ray
+
+        self.name = worker_cls.__name__
+        cpus = ray.cluster_resources().get("CPU", 0)
+        if cpus < n:  # the actors would wait for CPUs forever
+            raise WorkerError(f"{n} workers need {n} CPUs but the Ray cluster has {cpus:g}")
+        actor = ray.remote(num_cpus=1, max_restarts=max_restarts, max_task_retries=max_restarts)(_Host)
+        self.actors = [actor.remote(worker_cls, rank, args, kwargs) for rank in range(n)]
+        errors = []
+        try:
+            for rank, ready in enumerate([a.ready.remote() for a in self.actors]):
+                try:  # every answer is read, so Ray does not print the other workers' failures as well
+                    list(self._gather([(ready, rank, "__init__")]))
+                except WorkerError as err:
+                    errors.append(err)
+            if errors:
+                raise errors[0]
+        except BaseException:
+            self.close()
+            raise
+
+    def _gather(self, pending):
+        """Yield (position, result) as the refs in ``pending`` [(ref, rank, method)] finish."""
+        import ray
+
+        where = {ref: (pos, rank, method) for pos, (ref, rank, method) in enumerate(pending)}
+        refs = list(where)
+        while refs:
+            (ref,), refs = ray.wait(refs, num_returns=1)
+            pos, rank, method = where[ref]
+            try:
+                result = ray.get(ref)
+            except ray.exceptions.RayTaskError as exc:
+                cause = exc.cause if exc.cause is not None else exc
+                raise _error(self.name, rank, method, f"raised {type(cause).__name__}: {cause}", str(exc)) from None
+            except ray.exceptions.RayActorError as exc:
+                if exc.actor_init_failed:  # Ray keeps only the text; its last line is "Type: message"
+                    what = "raised " + str(exc).strip().splitlines()[-1]
+                else:  # the process died and the restarts are used up
+                    what = f"died ({type(exc).__name__})"
+                raise _error(self.name, rank, method, what, str(exc)) from None
+            except ray.exceptions.RayError as exc:
+                raise _error(self.name, rank, method, f"failed ({type(exc).__name__})", str(exc)) from None
+            yield pos, result
+
+    def results(self, tasks):
+        yield from self._gather([(self.actors[rank].run.remote(method, args), rank, method)
+                                 for rank, method, args in tasks])
+
+    def close(self) -> None:
+        import ray
+
+        for actor in self.actors:
+            ray.kill(actor, no_restart=True)
+        self.actors = []
+
+
+class WorkerGroup:
+    """``n_workers`` objects ``worker_cls(rank, *args, **kwargs)``, driven by method name."""
+
+    def __init__(self, worker_cls, args: tuple = (), kwargs: dict | None = None, n_workers: int = 1,
+                 backend: str = "local", ray_address: str | None = None, max_restarts: int = 3):
+        if backend not in ("local", "ray"):
+            raise ValueError(f"backend '{backend}' is not one of local, ray")
+        if int(n_workers) < 1:
+            raise ValueError(f"n_workers must be >= 1, got {n_workers}")
+        self.n_workers, self.backend = int(n_workers), backend
+        self._impl, self._owns_ray, self._running = None, False, False
+        spec = (worker_cls, tuple(args), dict(kwargs or {}), self.n_workers)
+        try:
+            if backend == "ray":
+                self._owns_ray = start_ray(self.n_workers, ray_address)
+                self._impl = _RayActors(*spec, max_restarts=max_restarts)
+            else:
+                self._impl = (_InProcess if self.n_workers == 1 else _Processes)(*spec)
+        except BaseException:
+            self.close()
+            raise
+
+    @property
+    def closed(self) -> bool:
+        return self._impl is None
+
+    def _run(self, tasks: list):
+        """Yield (task index, result) as tasks finish. Any failure, or abandoning the iteration
+        half way, closes the group: half-finished requests would otherwise answer later calls."""
+        if self._impl is None:
+            raise RuntimeError("this WorkerGroup is closed")
+        if self._running:
+            raise RuntimeError("WorkerGroup calls do not nest: finish the running imap_unordered first")
+        self._running, finished = True, False
+        try:
+            yield from self._impl.results(tasks)
+            finished = True
+        finally:
+            self._running = False
+            if not finished:
+                self.close()
+
+    def _in_order(self, tasks: list) -> list:
+        out = [None] * len(tasks)
+        for i, result in self._run(tasks):
+            out[i] = result
+        return out
+
+    def _deal(self, method: str, arg_list) -> list:
+        return [(i % self.n_workers, method, tuple(args)) for i, args in enumerate(arg_list)]
+
+    def map(self, method: str, arg_list) -> list:
+        """``worker.method(*args)`` for each tuple in ``arg_list``, dealt round robin; results in order."""
+        return self._in_order(self._deal(method, arg_list))
+
+    def imap_unordered(self, method: str, arg_list):
+        """Like ``map``, but yields each result as soon as it is ready (for progress bars)."""
+        results = self._run(self._deal(method, arg_list))
+        try:
+            for _, result in results:
+                yield result
+        finally:
+            results.close()
+
+    def call(self, rank: int, method: str, *args):
+        """``method(*args)`` on the worker of rank ``rank``."""
+        if not 0 <= rank < self.n_workers:
+            raise ValueError(f"rank {rank} is not in 0..{self.n_workers - 1}")
+        return self._in_order([(rank, method, args)])[0]
+
+    def broadcast(self, method: str, *args) -> list:
+        """``method(*args)`` on every worker; results by rank."""
+        return self._in_order([(rank, method, args) for rank in range(self.n_workers)])
+
+    def close(self) -> None:
+        """Stop the workers (and a Ray this group started). Safe to call twice."""
+        impl, self._impl = self._impl, None
+        try:
+            if impl is not None:
+                impl.close()
+        finally:
+            if self._owns_ray:
+                import ray
+
+                self._owns_ray = False
+                ray.shutdown()
+
+    def __enter__(self) -> WorkerGroup:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
