@@ -9,11 +9,12 @@ import importlib.util
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from tests.conftest import ROOT
+ROOT = Path(__file__).resolve().parent.parent  # not `from tests.conftest`: works under a bare `pytest` too
 
 TINY_SB3_PPO = {"n_envs": 2, "n_steps": 64, "n_epochs": 1, "batch_size": 64}
 
