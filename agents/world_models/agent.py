@@ -144,7 +144,7 @@ class WorldModels:
 
     def __init__(self, env_id: str, cfg: Config | None = None, seed: int = 0, device="auto", run_dir=None,
                  logger=None, n_envs: int | None = None, backend: str = "local", workers: int | None = None,
-                 env_kwargs: dict | None = None):
+                 env_kwargs: dict | None = None, ray_address: str | None = None):
         self.cfg = cfg = cfg or Config()
         try:
             cfg.validate()
@@ -156,7 +156,7 @@ class WorldModels:
         self.device = resolve_device(device)
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.logger = logger or NullLogger()
-        self.backend = backend
+        self.backend, self.ray_address = backend, ray_address  # the address is not saved: it names a machine
         self.workers = int(workers or cfg.workers or min(4, os.cpu_count() or 1))
         env = make_env(env_id, self.env_kwargs)  # n_envs is accepted for the CLI but unused here
         self.observation_space, self.action_space = env.observation_space, env.action_space
@@ -193,7 +193,8 @@ class WorldModels:
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         ctx = StageContext(cfg, self.env_id, self.env_kwargs, work, self.run_dir or work, self.seed, self.device,
-                           self.workers, self.backend, self.observation_space, self.action_space, self.logger)
+                           self.workers, self.backend, self.observation_space, self.action_space, self.logger,
+                           ray_address=self.ray_address)
         self._load_artifacts()  # finished stages (checked against the config before anything runs)
         for stage in (STAGES if cfg.stage == "all" else (cfg.stage,)):
             if self._stage_complete(stage):

@@ -3,7 +3,8 @@
 Each artifact records the sizes needed to rebuild its network (never module constants), the
 env's spaces, and the identity of the artifact it was trained on (M records V's ``vae_id``, C
 records both), so a stage refuses a predecessor that does not fit with a one-line UsageError
-such as "vae.pt has z_dim=32 but mdrnn expects 16".
+such as "vae.pt has z_dim=32 but mdrnn expects 16". ``load_policy`` rebuilds V, M and C from a
+whole agent checkpoint, for collection with a trained policy.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import torch
 
 from agents.world_models.mdrnn import MDNRNN
 from agents.world_models.vae import ConvVAE
-from rlkit.checkpoint import load_checkpoint, save_checkpoint
+from rlkit.checkpoint import check_spaces, load_checkpoint, save_checkpoint
 from rlkit.errors import UsageError
 
 VAE_FILE, MDRNN_FILE, CONTROLLER_FILE = "vae.pt", "mdrnn.pt", "controller.pt"
@@ -57,10 +58,14 @@ def save_vae(path: Path, vae: ConvVAE, info: dict) -> dict:
 def load_vae(path: Path, device="cpu", expect: dict | None = None, consumer: str = "this stage"):
     state, meta = _load(path, device)
     check_meta(meta, "vae", expect, Path(path).name, consumer)
-    vae = ConvVAE(int(meta["z_dim"]), int(meta["channels"]), meta.get("norm", "none"), float(meta.get("blur", 0.0)))
-    vae = vae.to(device)
-    vae.load_state_dict(state["vae"])
-    return vae.eval(), meta
+    return build_vae(meta, state["vae"], device), meta
+
+
+def build_vae(sizes: dict, state_dict: dict, device="cpu") -> ConvVAE:
+    """V rebuilt from its recorded sizes (ConvVAE.sizes()) and weights, in eval mode."""
+    vae = ConvVAE(int(sizes["z_dim"]), int(sizes["channels"]), sizes.get("norm", "none"), float(sizes.get("blur", 0.0)))
+    vae.load_state_dict(state_dict)
+    return vae.to(device).eval()
 
 
 # --- M ------------------------------------------------------------------------------------
@@ -74,11 +79,16 @@ def save_mdrnn(path: Path, mdrnn: MDNRNN, init_mu: torch.Tensor, init_logvar: to
 def load_mdrnn(path: Path, device="cpu", expect: dict | None = None, consumer: str = "this stage"):
     state, meta = _load(path, device)
     check_meta(meta, "mdrnn", expect, Path(path).name, consumer)
-    mdrnn = MDNRNN(int(meta["z_dim"]), int(meta["action_dim"]), int(meta["hidden"]), int(meta["gaussians"]),
-                   meta.get("mixture", "per_dim"))
-    mdrnn.load_state_dict(state["mdrnn"])
     extra = {"init_mu": state["init_mu"].to(device).float(), "init_logvar": state["init_logvar"].to(device).float()}
-    return mdrnn.to(device).eval(), extra, meta
+    return build_mdrnn(meta, state["mdrnn"], device), extra, meta
+
+
+def build_mdrnn(sizes: dict, state_dict: dict, device="cpu") -> MDNRNN:
+    """M rebuilt from its recorded sizes (MDNRNN.sizes()) and weights, in eval mode."""
+    mdrnn = MDNRNN(int(sizes["z_dim"]), int(sizes["action_dim"]), int(sizes["hidden"]), int(sizes["gaussians"]),
+                   sizes.get("mixture", "per_dim"))
+    mdrnn.load_state_dict(state_dict)
+    return mdrnn.to(device).eval()
 
 
 # --- C ------------------------------------------------------------------------------------
@@ -95,6 +105,18 @@ def load_controller(path: Path, device="cpu", expect: dict | None = None, consum
     if params.numel() != int(meta["out_dim"]) * (int(meta["in_dim"]) + 1):
         raise UsageError(f"{Path(path).name} holds {params.numel()} parameters, not the recorded sizes")
     return params, meta
+
+
+# --- a whole agent -------------------------------------------------------------------------
+def load_policy(path: Path, observation_space, action_space, device="cpu"):
+    """(V, M, C's parameters) of a world-models agent checkpoint, e.g. the policy that collects
+    the next round of data in iterative training; refused if it was trained on other spaces."""
+    state, meta = _load(path, "cpu")
+    if meta.get("algo") != "world-models":
+        raise UsageError(f"{path} is not a world-models checkpoint (algo={meta.get('algo')!r})")
+    check_spaces(meta, observation_space, action_space, where=f"checkpoint {path}")
+    params = state["controller"].float().to(device)
+    return build_vae(meta["vae"], state["vae"], device), build_mdrnn(meta["mdrnn"], state["mdrnn"], device), params
 
 
 # --- partial (resume) checkpoints ---------------------------------------------------------

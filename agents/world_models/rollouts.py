@@ -2,8 +2,9 @@
 
 Every candidate in a CMA-ES generation shares V and M, so instead of one episode at a time a
 worker steps all (candidate x rollout) episodes in lock-step and runs V and M on the whole batch;
-only C differs per row (a batched matmul). Workers are spawn-context processes or Ray actors,
-each holding CPU copies of V and M loaded from the run's artifacts (ARCHITECTURE.md §8, §9).
+only C differs per row (a batched matmul). ``Worker`` is what each rollout worker holds (CPU
+copies of V and M loaded from the run's artifacts, cached envs); rlkit.workers runs it in spawn
+processes or Ray actors (docs/architecture.md §8, §9).
 """
 
 from __future__ import annotations
@@ -11,10 +12,13 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from agents.world_models.artifacts import load_mdrnn, load_policy, load_vae
+from agents.world_models.collect import collect_file
 from agents.world_models.controller import ActionCodec, linear_outputs
 from agents.world_models.data import preprocess
 from agents.world_models.mdrnn import MDNRNN, sample_mixture
 from agents.world_models.vae import ConvVAE, to_tensor
+from rlkit.environments import make_env
 
 
 class PolicyState:
@@ -119,28 +123,28 @@ def dream_rollouts(mdrnn: MDNRNN, codec: ActionCodec, params: np.ndarray, init_m
 
 
 class Worker:
-    """What each evaluation/collection process (or Ray actor) holds: CPU models and cached envs."""
+    """What each rollout worker holds for the whole run: CPU copies of V and M (from the run's
+    artifacts), its envs, and for iterative collection the policy being improved. Run by
+    rlkit.workers.WorkerGroup, in this process, in a spawn process or in a Ray actor."""
 
-    def __init__(self, spec: dict):
-        import envs  # noqa: F401  a spawned process or Ray actor must register rlkit/* itself
-
-        torch.set_num_threads(1)  # one core per worker; the parallelism is across workers
-        self.spec = spec
+    def __init__(self, rank: int, spec: dict):
+        # One core per worker: the parallelism is across workers. Restored on close, as with a
+        # single worker this object lives in the driver, whose V and M training wants every core.
+        self.threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        self.rank, self.spec = rank, spec
         self.envs: list = []
         self.models = None
+        self.policy = None
 
     def _load_models(self):
         if self.models is None:
-            from agents.world_models.artifacts import load_mdrnn, load_vae
-
             vae, _ = load_vae(self.spec["vae_path"], "cpu")
             mdrnn, extra, _ = load_mdrnn(self.spec["mdrnn_path"], "cpu")
             self.models = (vae, mdrnn, extra)
         return self.models
 
     def _make_envs(self, n: int) -> list:
-        from rlkit.environments import make_env
-
         while len(self.envs) < n:
             self.envs.append(make_env(self.spec["env_id"], self.spec.get("env_kwargs")))
         return self.envs[:n]
@@ -156,90 +160,27 @@ class Worker:
         return real_rollouts(self._make_envs(len(params) * len(seeds)), policy, params, seeds,
                              self.spec["max_steps"])
 
-    def collect(self, index: int) -> tuple[int, int]:
-        from agents.world_models.stages import collect_file
+    def _collect_policy(self, env):
+        """``act(obs, first_step)`` of the checkpoint named by spec["policy"], loaded once."""
+        if self.policy is None:
+            vae, mdrnn, params = load_policy(self.spec["policy"], env.observation_space, env.action_space)
+            state = PolicyState(vae, mdrnn, ActionCodec(env.action_space), "cpu")
 
-        return collect_file(self.spec, index, self._make_envs(1)[0])
+            def act(obs, first_step: bool):
+                if first_step:
+                    state.reset(1)
+                return state.act(obs[None], params[None])[0]
+
+            self.policy = act
+        return self.policy
+
+    def collect(self, index: int) -> tuple[int, int]:
+        env = self._make_envs(1)[0]
+        act = None if self.spec["policy"] == "random" else self._collect_policy(env)
+        return collect_file(self.spec, index, env, act)
 
     def close(self) -> None:
         for env in self.envs:
             env.close()
         self.envs = []
-
-
-_WORKER: Worker | None = None
-
-
-def _pool_init(spec: dict) -> None:
-    global _WORKER
-    _WORKER = Worker(spec)
-
-
-def _pool_call(method: str, args: tuple):
-    return getattr(_WORKER, method)(*args)
-
-
-class WorkerGroup:
-    """Run Worker methods on many argument tuples: in-process, in spawn processes, or on Ray actors."""
-
-    def __init__(self, spec: dict, workers: int, backend: str = "local"):
-        self.backend, self.workers = backend, max(1, int(workers))
-        self.local = self.pool = self.actors = None
-        if backend == "ray":
-            import ray
-
-            if not ray.is_initialized():
-                ray.init(num_cpus=self.workers, include_dashboard=False, log_to_driver=False)
-            actor_cls = ray.remote(num_cpus=1)(Worker)
-            self.actors = [actor_cls.remote(spec) for _ in range(self.workers)]
-        elif self.workers == 1:
-            self.local = Worker(spec)
-        else:
-            import multiprocessing as mp
-
-            # spawn, not fork: torch and forked threads do not mix, and it matches Ray's behaviour.
-            self.pool = mp.get_context("spawn").Pool(self.workers, initializer=_pool_init, initargs=(spec,))
-
-    def map(self, method: str, arg_list: list[tuple]) -> list:
-        if self.local is not None:
-            return [getattr(self.local, method)(*args) for args in arg_list]
-        if self.pool is not None:
-            return self.pool.starmap(_pool_call, [(method, args) for args in arg_list])
-        import ray
-
-        refs = [getattr(self.actors[i % len(self.actors)], method).remote(*args) for i, args in enumerate(arg_list)]
-        return ray.get(refs)
-
-    def imap(self, method: str, arg_list: list[tuple]):
-        """Like map but yields results as they finish (for progress bars)."""
-        if self.pool is not None:
-            yield from self.pool.imap_unordered(_pool_call_star, [(method, args) for args in arg_list])
-        elif self.actors is not None:
-            import ray
-
-            pending = [getattr(self.actors[i % len(self.actors)], method).remote(*args)
-                       for i, args in enumerate(arg_list)]
-            while pending:
-                done, pending = ray.wait(pending, num_returns=1)
-                yield ray.get(done[0])
-        else:
-            for args in arg_list:
-                yield getattr(self.local, method)(*args)
-
-    def close(self) -> None:
-        if self.local is not None:
-            self.local.close()
-        if self.pool is not None:
-            self.pool.close()
-            self.pool.join()
-        if self.actors is not None:
-            import ray
-
-            for actor in self.actors:
-                ray.kill(actor)
-        self.local = self.pool = self.actors = None
-
-
-def _pool_call_star(item):
-    method, args = item
-    return _pool_call(method, args)
+        torch.set_num_threads(self.threads)

@@ -1,5 +1,5 @@
 """The four stages. Each reads only its predecessor's artifact from the work directory, writes its
-own, and resumes from its own last checkpoint if it was interrupted (ARCHITECTURE.md §9):
+own, and resumes from its own last checkpoint if it was interrupted (docs/architecture.md §9):
 
     collect     -> data/rollouts_*.npz + data/manifest.json
     vae         data/  -> vae.pt          (epoch checkpoints in stages/vae_last.pt)
@@ -24,11 +24,12 @@ from agents.world_models import artifacts as art
 from agents.world_models import data as wmdata
 from agents.world_models.controller import CMAES, ActionCodec
 from agents.world_models.mdrnn import MDNRNN, mdrnn_loss
-from agents.world_models.rollouts import WorkerGroup
+from agents.world_models.rollouts import Worker
 from agents.world_models.vae import ConvVAE, side_by_side, to_tensor, vae_loss
 from rlkit.checkpoint import save_checkpoint, space_signature
 from rlkit.errors import UsageError
 from rlkit.logger import Logger
+from rlkit.workers import WorkerGroup
 
 STAGES = ("collect", "vae", "mdrnn", "controller")
 
@@ -48,6 +49,7 @@ class StageContext:
     action_space: object
     logger: Logger
     extra: dict = field(default_factory=dict)
+    ray_address: str | None = None  # backend ray: join this cluster instead of starting a local Ray
 
     def bar(self, total: int, desc: str, unit: str):
         from tqdm import tqdm
@@ -67,50 +69,13 @@ class StageContext:
         would depend on whatever ran earlier in the process (a one-command run vs one stage)."""
         torch.manual_seed(int(self.rng(*tags).integers(2**63 - 1)))
 
-
-def episode_seed(seed: int, episode: int) -> int:
-    # Far from the evaluator's seeds (10_000 + i) so collected episodes never replay eval episodes.
-    return 1_000_000 * (seed + 1) + episode
+    def workers_for(self, spec: dict, tasks: int) -> WorkerGroup:
+        """Rollout workers (rollouts.Worker on ``spec``): at most one per task, on the run's backend."""
+        return WorkerGroup(Worker, (spec,), n_workers=min(self.workers, tasks), backend=self.backend,
+                           ray_address=self.ray_address)
 
 
 # --- collect ------------------------------------------------------------------------------
-_POLICIES: dict = {}
-
-
-def collect_file(spec: dict, index: int, env) -> tuple[int, int]:
-    """Roll out the episodes of file ``index`` (random or given policy) and write it atomically."""
-    first = index * spec["episodes_per_file"]
-    last = min(first + spec["episodes_per_file"], spec["episodes"])
-    policy = None
-    if spec["policy"] != "random":
-        from agents.world_models.agent import WorldModels
-
-        policy = _POLICIES.setdefault(spec["policy"], None) or WorldModels.load(spec["policy"])
-        _POLICIES[spec["policy"]] = policy
-    episodes = []
-    for e in range(first, last):
-        s = episode_seed(spec["seed"], e)
-        obs, _ = env.reset(seed=s)
-        env.action_space.seed(s)
-        frames, actions, rewards, dones = [wmdata.preprocess(obs[None])[0]], [], [], []
-        action = None
-        for t in range(spec["max_steps"]):
-            if policy is not None:
-                action = policy.predict(obs[None], episode_start=np.array([t == 0]))[0]
-            elif t % spec["action_repeat"] == 0:  # hold random actions a while: smoother exploration
-                action = env.action_space.sample()
-            obs, reward, terminated, truncated, _ = env.step(action)
-            frames.append(wmdata.preprocess(obs[None])[0])
-            actions.append(np.asarray(action))
-            rewards.append(float(reward))
-            dones.append(bool(terminated))
-            if terminated or truncated:
-                break
-        episodes.append({"obs": np.stack(frames), "actions": np.stack(actions),
-                         "rewards": np.asarray(rewards, np.float32), "dones": np.asarray(dones)})
-    return wmdata.write_file(wmdata.file_path(spec["data_dir"], index), episodes)
-
-
 def collect_stage(ctx: StageContext) -> dict:
     cfg, data_dir = ctx.cfg, ctx.work_dir / "data"
     manifest = wmdata.read_manifest(data_dir)
@@ -131,15 +96,11 @@ def collect_stage(ctx: StageContext) -> dict:
     missing = [i for i in range(n_files) if not wmdata.file_path(data_dir, i).is_file()]
     spec = {**settings, "env_kwargs": ctx.env_kwargs, "data_dir": str(data_dir)}
     if missing:
-        group = WorkerGroup(spec, min(ctx.workers, len(missing)), ctx.backend)
-        try:
-            with ctx.bar(cfg.collect_episodes, "collect", "ep") as bar:
-                bar.update(cfg.collect_episodes - sum(
-                    min(cfg.episodes_per_file, cfg.collect_episodes - i * cfg.episodes_per_file) for i in missing))
-                for n_eps, _ in group.imap("collect", [(i,) for i in missing]):
-                    bar.update(n_eps)
-        finally:
-            group.close()
+        with ctx.workers_for(spec, len(missing)) as group, ctx.bar(cfg.collect_episodes, "collect", "ep") as bar:
+            bar.update(cfg.collect_episodes - sum(
+                min(cfg.episodes_per_file, cfg.collect_episodes - i * cfg.episodes_per_file) for i in missing))
+            for n_eps, _ in group.imap_unordered("collect", [(i,) for i in missing]):
+                bar.update(n_eps)
     files, lengths, rewards = [], [], []
     for i in range(n_files):
         d = wmdata.read_file(wmdata.file_path(data_dir, i))
@@ -310,41 +271,38 @@ def controller_stage(ctx: StageContext, on_generation) -> dict:
     spec = {"env_id": ctx.env_id, "env_kwargs": ctx.env_kwargs, "vae_path": str(vae_path),
             "mdrnn_path": str(mdrnn_path), "mode": cfg.controller_env, "temperature": cfg.dream_temperature,
             "max_steps": int(max_steps), "done_threshold": cfg.dream_done_threshold}
-    group = WorkerGroup(spec, ctx.workers, ctx.backend)
     stopped = False
-    try:
-        with ctx.bar(cfg.cma_generations, f"controller ({cfg.controller_env})", "gen") as bar:
-            bar.update(es.generation)
-            while es.generation < cfg.cma_generations and not stopped:
-                gen = es.generation
-                solutions = es.ask()
-                gen_seed = int(ctx.rng(3, gen).integers(2**31 - 2 * cfg.cma_rollouts))
-                seeds = [gen_seed + k for k in range(cfg.cma_rollouts)]
-                results = group.map("evaluate", [(c, seeds) for c in _split(solutions, ctx.workers)])
-                fitness = np.concatenate([r for r, _ in results]).mean(axis=1)
-                real_steps += sum(s for _, s in results)
-                es.tell(solutions, fitness)
-                scalars = {"controller/best": fitness.max(), "controller/mean": fitness.mean(),
-                           "controller/sigma": es.sigma}
-                if (gen + 1) % cfg.cma_eval_every == 0 or gen + 1 == cfg.cma_generations:
-                    held_out = group.map("evaluate", [(es.mean[None], list(part))
-                                                      for part in _split(eval_seeds, ctx.workers)])
-                    real_steps += sum(s for _, s in held_out)
-                    score = float(np.concatenate([r[0] for r, _ in held_out]).mean())
-                    scalars["controller/mean_held_out"] = score
-                    if score >= best_score:
-                        best, best_score = es.mean.copy(), score
-                ctx.logger.scalars(scalars, gen + 1)
-                if not dream:
-                    ctx.logger.scalar("rollout/ep_rew_mean", float(fitness.mean()), ctx.extra["steps0"] + real_steps)
-                save_checkpoint(art.partial_path(ctx.work_dir, "controller"),
-                                {"es": es.state(), "best": torch.as_tensor(best)},
-                                {**sizes, "best_score": best_score, "real_steps": real_steps})
-                bar.update(1)
-                bar.set_postfix(best=f"{fitness.max():.2f}", kept=f"{best_score:.2f}", refresh=False)
-                stopped = not on_generation(real_steps, best)
-    finally:
-        group.close()
+    with (ctx.workers_for(spec, ctx.workers) as group,
+          ctx.bar(cfg.cma_generations, f"controller ({cfg.controller_env})", "gen") as bar):
+        bar.update(es.generation)
+        while es.generation < cfg.cma_generations and not stopped:
+            gen = es.generation
+            solutions = es.ask()
+            gen_seed = int(ctx.rng(3, gen).integers(2**31 - 2 * cfg.cma_rollouts))
+            seeds = [gen_seed + k for k in range(cfg.cma_rollouts)]
+            results = group.map("evaluate", [(c, seeds) for c in _split(solutions, group.n_workers)])
+            fitness = np.concatenate([r for r, _ in results]).mean(axis=1)
+            real_steps += sum(s for _, s in results)
+            es.tell(solutions, fitness)
+            scalars = {"controller/best": fitness.max(), "controller/mean": fitness.mean(),
+                       "controller/sigma": es.sigma}
+            if (gen + 1) % cfg.cma_eval_every == 0 or gen + 1 == cfg.cma_generations:
+                held_out = group.map("evaluate", [(es.mean[None], list(part))
+                                                  for part in _split(eval_seeds, group.n_workers)])
+                real_steps += sum(s for _, s in held_out)
+                score = float(np.concatenate([r[0] for r, _ in held_out]).mean())
+                scalars["controller/mean_held_out"] = score
+                if score >= best_score:
+                    best, best_score = es.mean.copy(), score
+            ctx.logger.scalars(scalars, gen + 1)
+            if not dream:
+                ctx.logger.scalar("rollout/ep_rew_mean", float(fitness.mean()), ctx.extra["steps0"] + real_steps)
+            save_checkpoint(art.partial_path(ctx.work_dir, "controller"),
+                            {"es": es.state(), "best": torch.as_tensor(best)},
+                            {**sizes, "best_score": best_score, "real_steps": real_steps})
+            bar.update(1)
+            bar.set_postfix(best=f"{fitness.max():.2f}", kept=f"{best_score:.2f}", refresh=False)
+            stopped = not on_generation(real_steps, best)
     meta = art.save_controller(ctx.work_dir / art.CONTROLLER_FILE, best, {
         "in_dim": in_dim, "out_dim": out_dim, "z_dim": cfg.z_dim, "hidden": cfg.mdrnn_hidden,
         "mode": cfg.controller_env, "vae_id": vmeta["vae_id"], "mdrnn_id": mmeta["mdrnn_id"],
