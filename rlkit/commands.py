@@ -77,7 +77,7 @@ def cmd_train(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    from rlkit.agent_io import load_run
+    from rlkit.runs import load_run
     from rlkit.evaluation import CONFIRM_SEED, evaluate
 
     agent, settings = load_run(Path(args.run_dir))

@@ -187,7 +187,7 @@ def resume(run_dir: Path, progress: bool = True, device: str | None = None) -> P
 
 def _run(cls, cfg, settings, run_dir, start_step, wall_offset, progress, checkpoint=None, device=None,
          info=None) -> Path:
-    from rlkit.agent_io import load_agent_checkpoint
+    from rlkit.checkpoint import load_agent_checkpoint
 
     env_id, seed, total = settings["env"], int(settings["seed"]), int(settings["total_steps"])
     device = device or settings.get("device", "auto")
@@ -216,12 +216,10 @@ def _run(cls, cfg, settings, run_dir, start_step, wall_offset, progress, checkpo
         if checkpoint is None:
             agent = _construct(cls, env_id, cfg, seed=seed, device=device, run_dir=run_dir, logger=logger,
                                env_kwargs=settings.get("env_kwargs") or {}, n_envs=getattr(cfg, "n_envs", None),
-                               backend=settings.get("backend", "local"), workers=settings.get("workers"))
+                               backend=settings.get("backend", "local"), workers=settings.get("workers"),
+                               ray_address=settings.get("ray_address"))
         else:
             agent.logger, agent.run_dir = logger, run_dir
-            rollout = getattr(getattr(agent, "runner", None), "rollout", None)
-            if rollout is not None:  # the rollout counts episodes into the agent's logger
-                rollout.logger = logger
         agent.learn(total, callback=callback)
         steps = int(agent.num_timesteps)
         if callback.last_eval is None or callback.info.get("evals", [[None]])[-1][0] != steps:
