@@ -265,6 +265,10 @@ class CatchVectorEnv(_CatchParams, NativeVectorEnv):
     """Native numpy vector version of :class:`CatchEnv` (pixels drawn for all copies at once
     with fancy indexing), step-for-step identical to ``SyncVectorEnv`` for the same seeds."""
 
+    # Recycled frame buffers (see _blank_frames): a cache, not state. A fresh pool works with any
+    # state, so exact-resume snapshots of the env leave these out.
+    _cache_attrs = ("_pool", "_pool_rows", "_evict")
+
     metadata: ClassVar[dict[str, Any]] = {
         "render_modes": ["human", "rgb_array"], "render_fps": 15, "task": "episodic",
     }

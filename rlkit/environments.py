@@ -7,7 +7,9 @@ episode statistics and seeding.
 
 from __future__ import annotations
 
+import enum
 import random
+from collections import deque
 from dataclasses import dataclass, field
 
 import gymnasium as gym
@@ -143,3 +145,92 @@ def fraction_of_reference(value: float, reference: float) -> float:
     if reference == 0:
         return float("nan")
     return float(1.0 - (reference - value) / abs(reference))
+
+
+# --- env state for exact resume ------------------------------------------------------------
+# A resumed run must continue the episodes the killed one was in, not replay step 0. Envs are
+# not picklable-safe (and checkpoints never unpickle objects), so the state is taken as plain
+# data: every array, number, string and numpy Generator state along the wrapper chain, down
+# through sub-envs, wrappers and helper objects of gymnasium, envs/ and rlkit/. Spaces (their RNG is not used by
+# rlkit's agents after seeding), specs and running statistics (rlkit.normalization saves those)
+# are left out, as is anything else that is not plain data (functions, renderers).
+_SKIP = object()
+
+
+def _is_stateful_object(value) -> bool:
+    from gymnasium.envs.registration import EnvSpec
+    from gymnasium.wrappers.utils import RunningMeanStd
+
+    if isinstance(value, (gym.Space, EnvSpec, RunningMeanStd)) or not hasattr(value, "__dict__"):
+        return False
+    return type(value).__module__.split(".")[0] in ("gymnasium", "envs", "rlkit")
+
+
+def _pack(value):
+    import torch
+
+    if isinstance(value, enum.Enum):  # modes and options: configuration, not state
+        return _SKIP
+    if isinstance(value, np.generic):  # before float: np.float64 is a float subclass
+        value = np.asarray(value)
+    elif value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, np.ndarray):
+        if value.dtype.kind not in "biufc":  # objects, records: not plain numbers
+            return _SKIP
+        return {"__array__": torch.from_numpy(np.ascontiguousarray(value).copy()), "scalar": value.ndim == 0}
+    if isinstance(value, np.random.Generator):
+        return {"__generator__": value.bit_generator.state}
+    if isinstance(value, (list, tuple, deque)):
+        items = [_pack(v) for v in value]
+        if any(item is _SKIP for item in items):
+            return _SKIP
+        kind = "deque" if isinstance(value, deque) else type(value).__name__
+        return {"__seq__": items, "kind": kind, "maxlen": getattr(value, "maxlen", None)}
+    if _is_stateful_object(value):
+        return {"__object__": env_state(value)}
+    return _SKIP
+
+
+def env_state(obj) -> dict:
+    """The plain-data state of an env (or vector env, or wrapper chain), weights-only loadable."""
+    out, caches = {}, getattr(type(obj), "_cache_attrs", ())  # an env's own list of caches, not state
+    for name, value in vars(obj).items():
+        if name in caches:
+            continue
+        packed = _pack(value)
+        if packed is not _SKIP:
+            out[name] = packed
+    return out
+
+
+def _unpack(packed, current):
+    if not isinstance(packed, dict):
+        return packed
+    if "__array__" in packed:
+        array = packed["__array__"].numpy().copy()
+        return array[()] if packed["scalar"] else array
+    if "__generator__" in packed:
+        state = packed["__generator__"]
+        rng = current if isinstance(current, np.random.Generator) else \
+            np.random.Generator(getattr(np.random, state["bit_generator"])())
+        rng.bit_generator.state = state
+        return rng
+    if "__seq__" in packed:
+        olds = list(current) if isinstance(current, (list, tuple, deque)) else []
+        items = [_unpack(p, olds[i] if i < len(olds) else None) for i, p in enumerate(packed["__seq__"])]
+        if packed["kind"] == "deque":
+            return deque(items, maxlen=packed["maxlen"])
+        return tuple(items) if packed["kind"] == "tuple" else items
+    if "__object__" in packed and current is not None:
+        load_env_state(current, packed["__object__"])
+        return current
+    raise ValueError("not an env state")
+
+
+def load_env_state(obj, state: dict) -> None:
+    """Put back what ``env_state`` took, into an env built the same way. Only attributes the
+    fresh env already has are set, so a file cannot add any."""
+    for name, packed in state.items():
+        if name in vars(obj):
+            setattr(obj, name, _unpack(packed, getattr(obj, name)))

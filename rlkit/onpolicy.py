@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from rlkit.checkpoint import agent_meta, load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from rlkit.environments import EnvFactory, seed_everything
+from rlkit.environments import EnvFactory, env_state, load_env_state, seed_everything
 from rlkit.networks import CNNS, ActorCritic, is_image_space, resolve_device
 from rlkit.normalization import Normalizers
 from rlkit.rollout import Batch, Rollout, env_action
@@ -68,6 +68,16 @@ class Collector:
 
     def collect(self) -> Batch:
         return self.rollout.collect(self.policy_step)
+
+    def state(self) -> dict:
+        """Where the envs are: their plain-data state, the current observations and which copies
+        are due an autoreset step. A resumed run continues these episodes (exact resume)."""
+        return {"env": env_state(self.env), "obs": self.rollout.obs.cpu(), "resetting": self.rollout.resetting.cpu()}
+
+    def load_state(self, state: dict) -> None:
+        load_env_state(self.env, state["env"])
+        self.rollout.obs = state["obs"].to(self.rollout.device)
+        self.rollout.resetting = state["resetting"].to(self.rollout.device)
 
     def close(self) -> None:
         self.env.close()
@@ -177,7 +187,7 @@ def save_agent(agent, path) -> None:
     """Network, normalisers, RNGs and optimizer as plain tensors, plus metadata to rebuild the agent."""
     parts = agent.parts
     state = {"model": parts.model.state_dict(), "rng": rng_state(), **parts.normalizers.state(),
-             "optimizer": agent.optimizer.state_dict()}
+             "optimizer": agent.optimizer.state_dict(), "collector": parts.collector.state()}
     save_checkpoint(path, state, agent_meta(agent.algo_name, agent, avg_reward=getattr(agent, "avg_reward", None)))
 
 
@@ -191,6 +201,8 @@ def load_agent(cls, path, device: str = "cpu"):
     agent.parts.model.load_state_dict(state["model"])
     agent.parts.normalizers.load_state(state)
     agent.parts.resume_rng = state["rng"]
+    if "collector" in state:  # older checkpoints restart their envs from the seed
+        agent.parts.collector.load_state(state["collector"])
     agent.optimizer.load_state_dict(state["optimizer"])
     agent.num_timesteps = int(meta["num_timesteps"])
     if hasattr(agent, "avg_reward"):

@@ -126,3 +126,39 @@ def test_average_reward_estimate_starts_at_the_first_batch_rate():
     assert rho == pytest.approx(4.0)
     _, rho = differential_rewards(rewards + 2, valid, rho, step_size=0.5)
     assert rho == pytest.approx(5.0)
+
+
+@pytest.mark.parametrize("cls,env_id,over", [
+    (PPO, "CartPole-v1", {}),                                    # gymnasium's native vector env
+    (PPO, "Pendulum-v1", {"norm_obs": True, "norm_reward": True}),  # SyncVectorEnv, both normalisers
+    (ActorCritic, "rlkit/GridWorld-v0", {}),                     # rlkit's native vector env
+    (PPO, "rlkit/Catch-v0", {"frame_stack": 2, "cnn": "compact"}),  # pixels, frame stack
+], ids=["ppo-cartpole", "ppo-pendulum-norm", "a2c-gridworld", "ppo-catch-stack"])
+def test_exact_resume(cls, env_id, over, tmp_path):
+    """Stopped at N of 2N, saved, loaded and run on to 2N == 2N uninterrupted, bit for bit."""
+    small = {PPO: {"n_steps": 16, "batch_size": 32, "n_epochs": 2}, ActorCritic: {"n_steps": 8}}[cls]
+    cfg = _cfg(cls, **small, **over)
+    per_update = cfg.n_envs * cfg.n_steps
+    whole = cls(env_id, cfg, seed=4, device="cpu")
+    whole.learn(6 * per_update)
+    first = cls(env_id, cfg, seed=4, device="cpu")
+
+    class KillAtHalf:  # stops where a kill would land, inside a learn(6N) call (same LR schedule)
+        def on_step(self, num_timesteps, agent):
+            return num_timesteps < 3 * per_update
+
+    first.learn(6 * per_update, callback=KillAtHalf())
+    assert first.num_timesteps == 3 * per_update
+    first.save(tmp_path / "half.pt")
+    first.close()
+    torch.manual_seed(999)  # whatever ran in between must not matter
+    np.random.seed(999)
+    resumed = cls.load(tmp_path / "half.pt")
+    resumed.learn(6 * per_update)
+    try:
+        assert resumed.num_timesteps == whole.num_timesteps
+        for p, q in zip(whole.model.parameters(), resumed.model.parameters()):
+            assert torch.equal(p, q)
+    finally:
+        whole.close()
+        resumed.close()
