@@ -229,3 +229,35 @@ def test_final_eval_is_on_seeds_the_stop_check_never_saw(trained, algo):
 def test_bad_final_eval_episodes_exits_2(rlkit_cli, value):
     proc = rlkit_cli("train", "--algo", "ppo", "--env", "CartPole-v1", "--final-eval-episodes", value, "--no-progress")
     _one_line_error(proc, "--final-eval-episodes", value)
+
+
+def test_killed_and_resumed_run_ends_with_the_uninterrupted_parameters(tmp_path):
+    """Exact resume through the CLI: SIGKILL after a checkpoint, --resume, and the final weights equal
+    those of the same command run without interruption (the envs continue their episodes)."""
+    import torch
+
+    from rlkit.checkpoint import load_checkpoint
+
+    def cmd(run_dir):
+        return [sys.executable, "-m", "cli", "train", "--algo", "ppo", "--env", "CartPole-v1", "--steps", "16384",
+                "--eval-every", "4096", "--eval-episodes", "2", "--final-eval-episodes", "2",
+                "--checkpoint-every", "1024", "--run-dir", str(run_dir), "--no-progress",
+                "--set", "n_envs=4", "n_steps=64", "n_epochs=4"]
+
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(cmd(killed), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list((killed / "checkpoints").glob("step_*.pt"))) < 2:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert json.loads((killed / "run.json").read_text())["steps"] < 16384
+    resumed = subprocess.run([sys.executable, "-m", "cli", "train", "--resume", str(killed), "--no-progress"],
+                             cwd=ROOT, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    whole = tmp_path / "whole"
+    subprocess.run(cmd(whole), cwd=ROOT, check=True, capture_output=True)
+    a, _ = load_checkpoint(killed / "checkpoints" / "step_16384.pt")
+    b, _ = load_checkpoint(whole / "checkpoints" / "step_16384.pt")
+    for name, tensor in b["model"].items():
+        assert torch.equal(a["model"][name], tensor), name
