@@ -364,7 +364,7 @@ class WorkerGroup:
         """Stop the workers (and a Ray this group started). Safe to call twice."""
         impl, self._impl = self._impl, None
         try:
-            if impl is not None:
+            if impl is not None and not self._owns_ray:  # a Ray we started goes down whole, actors included
                 impl.close()
         finally:
             if self._owns_ray:
