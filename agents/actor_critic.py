@@ -68,6 +68,42 @@ class Config:
             raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
 
 
+def a2c_loss(model, b, c, avg_reward: float | None):
+    """The advantage actor-critic loss of one rollout ``b`` (A2C here, each A3C worker in agents/a3c.py).
+
+    Returns (loss with its graph, logged statistics, the updated average-reward estimate ρ̄).
+    """
+    with torch.no_grad():
+        rewards = b.rewards
+        if c.objective == "average":
+            rewards, avg_reward = differential_rewards(rewards, b.valid, avg_reward, c.avg_reward_lr)
+        last_value = model.get_value(b.next_obs)
+        # n-step (λ = 1) or GAE returns, bootstrapped from the rollout's own values.
+        advantages, returns = gae(rewards, b.values, b.terminated, b.truncated, b.valid,
+                                  last_value, c.gamma, c.gae_lambda)
+    valid = b.valid.flatten()
+    obs, actions = b.obs.flatten(0, 1)[valid], b.actions.flatten(0, 1)[valid]
+    advantages, returns = advantages.flatten()[valid], returns.flatten()[valid]
+    old_values = b.values.flatten()[valid]
+    if c.normalize_advantage and advantages.numel() > 1:
+        advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+
+    # Re-evaluate the batch with gradients: the rollout ran under no_grad (and the same
+    # parameters), so log π and V here equal the collected ones but carry the graph.
+    dist, values = model(obs)
+    pg_loss = -(dist.log_prob(actions) * advantages).mean()
+    v_loss = 0.5 * ((values - returns) ** 2).mean()
+    entropy = dist.entropy().mean()
+    loss = pg_loss + c.vf_coef * v_loss - c.ent_coef * entropy
+
+    var_y = returns.var() if returns.numel() > 1 else torch.tensor(0.0)
+    explained = float(1 - (returns - old_values).var() / var_y) if var_y > 0 else float("nan")
+    stats = {"train/loss": loss.item(), "train/policy_loss": pg_loss.item(),
+             "train/value_loss": v_loss.item(), "train/entropy_loss": -entropy.item(),
+             "train/explained_variance": explained, "train/average_reward": avg_reward}
+    return loss, stats, avg_reward
+
+
 class ActorCritic:
     algo_name = "actor-critic"
     Config = Config
@@ -91,42 +127,15 @@ class ActorCritic:
         return learn_loop(self, self.parts.collector, total_timesteps, callback)
 
     def update(self, b) -> dict:
-        c = self.config
         if not b.valid.any():  # only reset steps (possible with n_envs * n_steps tiny): nothing to learn
             return {}
-        with torch.no_grad():
-            rewards = b.rewards
-            if c.objective == "average":
-                rewards, self.avg_reward = differential_rewards(rewards, b.valid, self.avg_reward, c.avg_reward_lr)
-            last_value = self.model.get_value(b.next_obs)
-            # n-step (λ = 1) or GAE returns, bootstrapped from the rollout's own values.
-            advantages, returns = gae(rewards, b.values, b.terminated, b.truncated, b.valid,
-                                      last_value, c.gamma, c.gae_lambda)
-        valid = b.valid.flatten()
-        obs, actions = b.obs.flatten(0, 1)[valid], b.actions.flatten(0, 1)[valid]
-        advantages, returns = advantages.flatten()[valid], returns.flatten()[valid]
-        old_values = b.values.flatten()[valid]
-        if c.normalize_advantage and advantages.numel() > 1:
-            advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
-
-        # Re-evaluate the batch with gradients: the rollout ran under no_grad (and the same
-        # parameters), so log π and V here equal the collected ones but carry the graph.
-        dist, values = self.model(obs)
-        pg_loss = -(dist.log_prob(actions) * advantages).mean()
-        v_loss = 0.5 * ((values - returns) ** 2).mean()
-        entropy = dist.entropy().mean()
-        loss = pg_loss + c.vf_coef * v_loss - c.ent_coef * entropy
+        loss, stats, self.avg_reward = a2c_loss(self.model, b, self.config, self.avg_reward)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        if c.max_grad_norm is not None:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), c.max_grad_norm)
+        if self.config.max_grad_norm is not None:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.max_grad_norm)
         self.optimizer.step()
-
-        var_y = returns.var() if returns.numel() > 1 else torch.tensor(0.0)
-        explained = float(1 - (returns - old_values).var() / var_y) if var_y > 0 else float("nan")
-        return {"train/loss": loss.item(), "train/policy_loss": pg_loss.item(),
-                "train/value_loss": v_loss.item(), "train/entropy_loss": -entropy.item(),
-                "train/explained_variance": explained, "train/average_reward": self.avg_reward}
+        return stats
 
     # --- the agent protocol --------------------------------------------------------------
     def predict(self, obs, deterministic: bool = True) -> np.ndarray:
