@@ -90,7 +90,7 @@ class OnPolicyParts:
     env_factory: EnvFactory
     normalizers: Normalizers
     model: ActorCritic
-    collector: Collector
+    collector: Collector | None
     device: torch.device
     observation_space: object  # the env's own (checked against checkpoints)
     action_space: object
@@ -104,16 +104,18 @@ class OnPolicyParts:
         return env_action(actions, self.action_space)
 
     def close(self) -> None:
-        self.collector.close()
+        if self.collector is not None:
+            self.collector.close()
 
 
 def build_parts(env_id: str, env_kwargs: dict, c, *, seed: int, device: str, critic: bool = True,
-                seed_globals: bool = True) -> OnPolicyParts:
+                seed_globals: bool = True, collector: bool = True) -> OnPolicyParts:
     """Env factory, normalisers, model and the learner's own collector from an agent's config ``c``.
 
     ``seed_globals`` seeds Python, numpy and torch first, so the same seed gives the same initial
     weights and samples; ``load`` passes False: a loaded agent leaves the process's RNGs alone for
-    eval and render, and restores the checkpoint's RNG state only when it trains on.
+    eval and render, and restores the checkpoint's RNG state only when it trains on. ``collector``
+    False leaves the learner without envs of its own (A3C: only its workers collect).
     """
     if seed_globals:
         seed_everything(seed)
@@ -130,12 +132,12 @@ def build_parts(env_id: str, env_kwargs: dict, c, *, seed: int, device: str, cri
     with contextlib.nullcontext() if seed_globals else torch.random.fork_rng(devices=[]):
         model = ActorCritic(model_obs_space, action_space, hidden=c.hidden, activation=c.activation,
                             shared=c.shared, log_std_init=c.log_std_init, critic=critic, cnn=c.cnn).to(device)
-    collector = Collector(factory, model, normalizers, n_envs=c.n_envs, n_steps=c.n_steps, seed=seed)
-    return OnPolicyParts(factory, normalizers, model, collector, device, obs_space, action_space)
+    own = Collector(factory, model, normalizers, n_envs=c.n_envs, n_steps=c.n_steps, seed=seed) if collector else None
+    return OnPolicyParts(factory, normalizers, model, own, device, obs_space, action_space)
 
 
 def setup_agent(agent, env_id: str, config, *, seed: int, device: str, env_kwargs: dict | None, logger,
-                run_dir, seed_globals: bool, critic: bool = True) -> None:
+                run_dir, seed_globals: bool, critic: bool = True, collector: bool = True) -> None:
     """The fields every on-policy agent has, set once for all three: its identity (env_id, config,
     seed, env_kwargs), logger and run directory, ``parts`` (with ``model`` and ``device`` at hand),
     the env's spaces, the step counter and whether the task is continuing. The agent then adds
@@ -147,7 +149,7 @@ def setup_agent(agent, env_id: str, config, *, seed: int, device: str, env_kwarg
     agent.env_kwargs = dict(env_kwargs or {})
     agent.logger, agent.run_dir = logger or NullLogger(), run_dir
     agent.parts = build_parts(env_id, agent.env_kwargs, config, seed=seed, device=device, critic=critic,
-                              seed_globals=seed_globals)
+                              seed_globals=seed_globals, collector=collector)
     agent.model, agent.device = agent.parts.model, agent.parts.device
     agent.observation_space, agent.action_space = agent.parts.observation_space, agent.parts.action_space
     agent.num_timesteps = 0
@@ -187,7 +189,9 @@ def save_agent(agent, path) -> None:
     """Network, normalisers, RNGs and optimizer as plain tensors, plus metadata to rebuild the agent."""
     parts = agent.parts
     state = {"model": parts.model.state_dict(), "rng": rng_state(), **parts.normalizers.state(),
-             "optimizer": agent.optimizer.state_dict(), "collector": parts.collector.state()}
+             "optimizer": agent.optimizer.state_dict()}
+    if parts.collector is not None:
+        state["collector"] = parts.collector.state()
     save_checkpoint(path, state, agent_meta(agent.algo_name, agent, avg_reward=getattr(agent, "avg_reward", None)))
 
 
@@ -201,7 +205,7 @@ def load_agent(cls, path, device: str = "cpu"):
     agent.parts.model.load_state_dict(state["model"])
     agent.parts.normalizers.load_state(state)
     agent.parts.resume_rng = state["rng"]
-    if "collector" in state:  # older checkpoints restart their envs from the seed
+    if "collector" in state and agent.parts.collector is not None:  # older checkpoints restart their envs
         agent.parts.collector.load_state(state["collector"])
     agent.optimizer.load_state_dict(state["optimizer"])
     agent.num_timesteps = int(meta["num_timesteps"])

@@ -13,7 +13,9 @@ Roles:
 
 Calls: ``call`` (one worker), ``broadcast`` (every worker), ``map`` (argument tuples dealt round
 robin, results in order) and ``imap_unordered`` (the same, yielded as they finish, for progress
-bars). An exception in a worker becomes one ``WorkerError`` in the driver, naming the worker, its
+bars); and, for a driver that works while its workers run (A3C), ``start`` + ``next_done``
+(one call in flight per worker, results as they finish) with ``restart`` for a dead worker.
+An exception in a worker becomes one ``WorkerError`` in the driver, naming the worker, its
 method and the exception, raised after the group is closed. ``close`` is idempotent; use the group
 as a context manager so that exceptions and Ctrl-C close it too (no orphan processes).
 """
@@ -27,6 +29,8 @@ import signal
 import traceback
 from collections import deque
 from multiprocessing.connection import wait
+
+from rlkit.errors import UsageError
 
 OBJECT_STORE_BYTES = 1 << 30  # a local Ray's object store: enough for rollout batches, not a share of RAM
 
@@ -50,7 +54,12 @@ def start_ray(num_cpus: int | None = None, address: str | None = None) -> bool:
     quiet = {"log_to_driver": False, "logging_level": logging.WARNING}
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
-        ray.init(address=address, **quiet)
+        _check_reachable(address)
+        try:
+            ray.init(address=address, **quiet)
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+            raise UsageError(f"--ray-address {address}: cannot join a Ray cluster there ({first})") from None
         return False
     from ray._private import ray_constants
 
@@ -64,6 +73,20 @@ def start_ray(num_cpus: int | None = None, address: str | None = None) -> bool:
     finally:
         ray_constants.ENABLE_RAY_CLUSTER = cluster
     return True
+
+
+def _check_reachable(address: str, timeout: float = 3.0) -> None:
+    """Fail in seconds, not after Ray's minute of retries, when nothing listens at host:port."""
+    import socket
+
+    target = address.removeprefix("ray://")
+    host, sep, port = target.rpartition(":")
+    if address == "auto" or not sep or not port.isdigit():
+        return  # "auto" is resolved by Ray from this machine's running cluster
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise UsageError(f"--ray-address {address}: nothing answers there ({exc.strerror or exc})") from None
 
 
 class _Host:
@@ -92,7 +115,7 @@ def _describe(exc: BaseException) -> tuple[str, str, str]:
 
 def _error(name: str, rank: int, method: str, what: str, remote_traceback: str = "") -> WorkerError:
     err = WorkerError(f"worker {rank} ({name}.{method}) {what}")
-    err.remote_traceback = remote_traceback
+    err.rank, err.remote_traceback = rank, remote_traceback
     if remote_traceback and hasattr(err, "add_note"):  # Python >= 3.11 prints notes under the message
         err.add_note(f"worker {rank} traceback:\n{remote_traceback}")
     return err
@@ -115,6 +138,21 @@ class _InProcess:
             except Exception as exc:
                 raise _error(self.name, rank, method, "raised {}: {}".format(*_describe(exc))) from exc
             yield i, result
+
+    def start(self, rank: int, method: str, args: tuple) -> None:
+        self.done = getattr(self, "done", deque())
+        try:
+            self.done.append((rank, self.host.run(method, args), None))
+        except Exception as exc:
+            self.done.append((rank, None, _error(self.name, rank, method, "raised {}: {}".format(*_describe(exc)))))
+
+    def next_done(self, timeout):
+        if not getattr(self, "done", None):
+            return None
+        rank, result, err = self.done.popleft()
+        if err is not None:
+            raise err
+        return rank, result
 
     def close(self) -> None:
         self.host.close()
@@ -146,16 +184,12 @@ class _Processes:
 
     def __init__(self, worker_cls, args, kwargs, n: int):
         # spawn, not fork: torch's threads do not survive a fork, and it is how Ray starts workers too.
-        ctx = mp.get_context("spawn")
         self.name, self.conns, self.procs, self.busy = worker_cls.__name__, [], [], set()
+        self.spec, self.started = (worker_cls, args, kwargs), {}  # started: conn -> (rank, method)
         try:
             for rank in range(n):
-                parent, child = ctx.Pipe()
-                proc = ctx.Process(target=_serve, args=(child, worker_cls, rank, args, kwargs),
-                                   name=f"rlkit-worker-{rank}", daemon=True)
-                proc.start()
-                child.close()  # keep only the worker's end open, so its death reads as EOF here
-                self.conns.append(parent)
+                conn, proc = self._spawn(rank)
+                self.conns.append(conn)
                 self.procs.append(proc)
             self.busy = set(range(n))  # until each says it is built; a failure then stops the rest at once
             for rank in range(n):
@@ -163,6 +197,46 @@ class _Processes:
         except BaseException:
             self.close()
             raise
+
+    def _spawn(self, rank: int):
+        # spawn, not fork: torch's threads do not survive a fork, and it is how Ray starts workers too.
+        ctx = mp.get_context("spawn")
+        parent, child = ctx.Pipe()
+        worker_cls, args, kwargs = self.spec
+        proc = ctx.Process(target=_serve, args=(child, worker_cls, rank, args, kwargs),
+                           name=f"rlkit-worker-{rank}", daemon=True)
+        proc.start()
+        child.close()  # keep only the worker's end open, so its death reads as EOF here
+        return parent, proc
+
+    def restart(self, rank: int) -> None:
+        """Replace the process of ``rank`` (dead, or stuck) by a fresh worker built the same way."""
+        old = self.procs[rank]
+        if old.is_alive():
+            old.kill()
+        old.join(5)
+        self.conns[rank].close()
+        self.started = {c: v for c, v in self.started.items() if v[0] != rank}
+        self.conns[rank], self.procs[rank] = self._spawn(rank)
+        self.busy.add(rank)
+        self._receive(rank, "__init__")
+
+    def start(self, rank: int, method: str, args: tuple) -> None:
+        if rank in self.busy:
+            raise RuntimeError(f"worker {rank} is still running a call")
+        try:
+            self.conns[rank].send((method, args))
+        except OSError:  # the process is gone (killed from outside while idle)
+            raise self._died(rank, method) from None
+        self.busy.add(rank)
+        self.started[self.conns[rank]] = (rank, method)
+
+    def next_done(self, timeout):
+        ready = wait(list(self.started), timeout)
+        if not ready:
+            return None
+        rank, method = self.started.pop(ready[0])
+        return rank, self._receive(rank, method)
 
     def _died(self, rank: int, method: str) -> WorkerError:
         self.procs[rank].join(1)
@@ -278,6 +352,23 @@ class _RayActors:
         yield from self._gather([(self.actors[rank].run.remote(method, args), rank, method)
                                  for rank, method, args in tasks])
 
+    def start(self, rank: int, method: str, args: tuple) -> None:
+        self.started = getattr(self, "started", {})
+        self.started[self.actors[rank].run.remote(method, args)] = (rank, method)
+
+    def next_done(self, timeout):
+        import ray
+
+        ready, _ = ray.wait(list(getattr(self, "started", {})), num_returns=1, timeout=timeout)
+        if not ready:
+            return None
+        rank, method = self.started.pop(ready[0])
+        for _, result in self._gather([(ready[0], rank, method)]):
+            return rank, result
+
+    def restart(self, rank: int) -> None:
+        """Ray restarts a dead actor itself (``max_restarts``); nothing to do here."""
+
     def close(self) -> None:
         import ray
 
@@ -359,6 +450,30 @@ class WorkerGroup:
     def broadcast(self, method: str, *args) -> list:
         """``method(*args)`` on every worker; results by rank."""
         return self._in_order([(rank, method, args) for rank in range(self.n_workers)])
+
+    # --- asynchronous calls: a driver that keeps working while its workers run (A3C) ----------
+    def start(self, rank: int, method: str, *args) -> None:
+        """Send ``method(*args)`` to worker ``rank`` and return at once (one call in flight per
+        worker); ``next_done`` collects the result."""
+        if self._impl is None:
+            raise RuntimeError("this WorkerGroup is closed")
+        self._impl.start(rank, method, args)
+
+    def next_done(self, timeout: float | None = None):
+        """(rank, result) of the next started call to finish, or None after ``timeout`` seconds.
+        A worker that raised or died raises ``WorkerError`` (its ``.rank`` says which) and the group
+        stays open, so the driver can ``restart`` that worker or go on with the others."""
+        if self._impl is None:
+            raise RuntimeError("this WorkerGroup is closed")
+        return self._impl.next_done(timeout)
+
+    def restart(self, rank: int) -> None:
+        """A fresh worker for ``rank``, built with the group's arguments (local processes; Ray
+        restarts its actors by itself)."""
+        if self._impl is None:
+            raise RuntimeError("this WorkerGroup is closed")
+        if hasattr(self._impl, "restart"):
+            self._impl.restart(rank)
 
     def close(self) -> None:
         """Stop the workers (and a Ray this group started). Safe to call twice."""

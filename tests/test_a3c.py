@@ -1,0 +1,184 @@
+"""A3C (agents/a3c.py): the worker's update against the single-process gradient, Hogwild workers
+in spawn processes, faults (a killed worker, Ctrl-C), the Ray backend, and learning CartPole."""
+
+from __future__ import annotations
+
+import copy
+import json
+import multiprocessing as mp
+import os
+import queue
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from agents.a3c import A3C, A3CWorker, Config, make_optimizer, optimizer_state
+from agents.actor_critic import a2c_loss
+from tests.conftest import ROOT
+
+ENV = "CartPole-v1"
+
+
+def _cfg(**over) -> Config:
+    return Config(**{"n_envs": 2, "n_steps": 8, "workers": 2, **over})
+
+
+@pytest.mark.parametrize("optimizer", ["rmsprop", "adam"])
+def test_worker_update_applies_the_single_process_gradient(optimizer):
+    """Two consecutive worker updates move the shared θ exactly as a single-process optimizer fed
+    the gradient of the same batches. Gradients that accumulate across updates (no zeroing) or a
+    stale .grad kept from the first update fail it."""
+    cfg = _cfg(optimizer=optimizer, ent_coef=0.01)
+    agent = A3C(ENV, cfg, seed=0, device="cpu", workers=1)
+    shared = agent.model
+    shared.share_memory()
+    steps, stop, events = mp.RawArray("q", 1), mp.RawValue("b", 0), queue.Queue()
+    worker = A3CWorker(0, agent.parts.env_factory, cfg, 0, shared, optimizer_state(agent.optimizer),
+                       steps, stop, events)
+    reference = copy.deepcopy(shared)
+    ref_opt = make_optimizer(reference.parameters(), cfg)
+    batches = []
+    collect = worker.collector.collect
+    worker.collector.collect = lambda: batches.append(collect()) or batches[-1]
+    try:
+        per_update = cfg.n_envs * cfg.n_steps
+        for k in (1, 2):
+            worker.run(k * per_update)  # exactly one update: the step count reaches k * per_update
+            assert len(batches) == k
+            loss, _, _ = a2c_loss(reference, batches[-1], cfg, None)
+            ref_opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(reference.parameters(), cfg.max_grad_norm)
+            ref_opt.step()
+            for p, q in zip(shared.parameters(), reference.parameters()):
+                torch.testing.assert_close(p, q, rtol=0, atol=1e-7)
+        assert steps[0] == 2 * per_update and events.qsize() == 2
+    finally:
+        worker.close()
+        agent.close()
+
+
+def test_two_local_workers_both_collect():
+    agent = A3C(ENV, _cfg(), seed=0, device="cpu", workers=2)
+    try:
+        before = [p.detach().clone() for p in agent.model.parameters()]
+        agent.learn(2048)
+        assert agent.num_timesteps >= 2048
+        assert all(steps > 0 for steps in agent.worker_steps), agent.worker_steps
+        assert sum(agent.worker_steps) == agent.num_timesteps
+        assert any(not torch.equal(p, q) for p, q in zip(before, agent.model.parameters()))
+    finally:
+        agent.close()
+
+
+def test_a_killed_worker_does_not_stop_training():
+    agent = A3C(ENV, _cfg(), seed=0, device="cpu", workers=2)
+
+    class KillOnce:
+        killed = None
+
+        def on_step(self, num_timesteps, a):
+            if self.killed is None and num_timesteps > 256:
+                self.killed = a.worker_pids[1]
+                os.kill(self.killed, signal.SIGKILL)
+            return True
+
+    try:
+        cb = KillOnce()
+        agent.learn(4096, callback=cb)
+        assert cb.killed is not None
+        assert agent.num_timesteps >= 4096
+        assert agent.worker_restarts == 1
+        assert agent.worker_pids[1] != cb.killed
+    finally:
+        agent.close()
+
+
+def _children(pid: int) -> set[int]:
+    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True).stdout
+    return {int(x) for x in out.split()}
+
+
+def test_ctrl_c_leaves_a_checkpoint_and_no_child_processes(tmp_path):
+    run_dir = tmp_path / "run"
+    cmd = [sys.executable, "-m", "cli", "train", "--algo", "a3c", "--env", ENV, "--workers", "2",
+           "--steps", "10000000", "--eval-every", "100000", "--checkpoint-every", "1024",
+           "--run-dir", str(run_dir), "--no-progress"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline, children = time.time() + 120, set()
+    while time.time() < deadline and not list((run_dir / "checkpoints").glob("step_*.pt")):
+        children |= _children(proc.pid)
+        time.sleep(0.1)
+    children |= _children(proc.pid)
+    assert children, "the workers run in child processes"
+    t0 = time.time()
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    assert time.time() - t0 < 15, "every worker stops within seconds"
+    assert proc.returncode != 0 and "Traceback" not in err
+    assert list((run_dir / "checkpoints").glob("step_*.pt"))
+    time.sleep(0.5)
+    alive = [pid for pid in children if _exists(pid)]
+    assert not alive, f"orphan processes {alive}"
+
+
+def _exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a zombie still answers; it is gone for our purpose if its state is Z
+    state = subprocess.run(["ps", "-o", "stat=", "-p", str(pid)], capture_output=True, text=True).stdout.strip()
+    return bool(state) and not state.startswith("Z")
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    import ray
+
+    from rlkit.workers import start_ray
+
+    started = start_ray(num_cpus=2)
+    yield
+    if started:
+        ray.shutdown()
+
+
+def test_ray_worker_gradients_change_the_learners_weights(local_ray):
+    agent = A3C(ENV, _cfg(), seed=0, device="cpu", workers=1, backend="ray")
+    try:
+        before = [p.detach().clone() for p in agent.model.parameters()]
+        agent.learn(256)
+        assert agent.num_timesteps >= 256 and agent.worker_steps[0] == agent.num_timesteps
+        assert any(not torch.equal(p, q) for p, q in zip(before, agent.model.parameters()))
+    finally:
+        agent.close()
+
+
+def test_bad_ray_address_fails_fast_with_exit_2(tmp_path):
+    t0 = time.time()
+    proc = subprocess.run([sys.executable, "-m", "cli", "train", "--algo", "a3c", "--env", ENV, "--backend", "ray",
+                           "--workers", "1", "--ray-address", "127.0.0.1:9", "--runs-root", str(tmp_path),
+                           "--no-progress"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "127.0.0.1:9" in lines[0], proc.stderr
+    assert time.time() - t0 < 20
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["local", "ray"])
+def test_two_workers_solve_cartpole(backend, tmp_path):
+    """From the CLI, with the committed config: 475 within 300k steps, 2 workers, seed 0."""
+    run_dir = tmp_path / "run"
+    proc = subprocess.run([sys.executable, "-m", "cli", "train", "--algo", "a3c", "--env", ENV, "--workers", "2",
+                           "--backend", backend, "--steps", "300000", "--stop-at-return", "475",
+                           "--eval-every", "5120", "--seed", "0", "--run-dir", str(run_dir), "--no-progress"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr
+    info = json.loads((run_dir / "run.json").read_text())
+    assert info.get("solved_at_step") is not None, info.get("evals")
