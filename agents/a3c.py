@@ -317,7 +317,8 @@ class A3C:
                     self.optimizer.zero_grad(set_to_none=True)
                 self.num_timesteps += n
                 self.worker_steps[rank] += n
-                self._record(rank, ep_returns, ep_lengths, rate, stats)
+                self.logger.episodes(ep_returns, ep_lengths)
+                self._record(stats, rate, self.num_timesteps)
                 if callback is not None and go_on:
                     go_on = callback.on_step(self.num_timesteps, self)
                 if go_on and self.num_timesteps < total_timesteps:
@@ -328,21 +329,31 @@ class A3C:
 
     # --- logging -------------------------------------------------------------------------
     def _drain(self, events) -> None:
+        """Log what the workers reported since the last call, as one point: a worker reports every
+        update (hundreds a second), more than TensorBoard or this process should handle one by one."""
         import queue
 
+        batch = []
         while True:
             try:
-                rank, now, done, ep_returns, ep_lengths, rate, stats = events.get_nowait()
+                batch.append(events.get_nowait())
             except queue.Empty:
-                return
+                break
+        if not batch:
+            return
+        for rank, _, done, ep_returns, ep_lengths, _, _ in batch:
             self.worker_steps[rank] = done
-            self._record(rank, ep_returns, ep_lengths, rate, stats, step=now)
+            self.logger.episodes(ep_returns, ep_lengths)
+        step = max(event[1] for event in batch)
+        stats = [event[6] for event in batch if event[6]]
+        mean = {k: float(np.mean([s[k] for s in stats if s.get(k) is not None] or [np.nan])) for k in stats[0]} \
+            if stats else {}
+        self._record(mean, float(np.mean([event[5] for event in batch])), step)
 
-    def _record(self, rank, ep_returns, ep_lengths, rate, stats, step=None) -> None:
-        step = self.num_timesteps if step is None else step
-        self.logger.episodes(ep_returns, ep_lengths)
+    def _record(self, stats: dict, rate: float, step: int) -> None:
         self.logger.scalars(stats, step)
-        self.logger.scalar(f"workers/{rank}/steps", self.worker_steps[rank], step)
+        for rank, steps in enumerate(self.worker_steps):
+            self.logger.scalar(f"workers/{rank}/steps", steps, step)
         self.logger.rollout_summary(step, rate if self.continuing else None)
 
     def _log_rate(self, t0: float, steps0: int) -> None:

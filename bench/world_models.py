@@ -40,9 +40,10 @@ def main() -> None:
 
     from agents.world_models import WorldModels
     from agents.world_models.data import read_file
-    from agents.world_models.rollouts import WorkerGroup
+    from agents.world_models.rollouts import Worker
     from agents.world_models.vae import ConvVAE, to_tensor
     from rlkit import config
+    from rlkit.workers import WorkerGroup
 
     torch.set_num_threads(args.threads)
     cfg, env_kwargs = config.resolve(WorldModels.Config, "world-models", args.env)
@@ -52,13 +53,10 @@ def main() -> None:
                 "action_repeat": cfg.collect_action_repeat, "max_steps": args.max_steps, "seed": 0,
                 "env_id": args.env, "env_kwargs": env_kwargs, "data_dir": tmp}
         n_files = -(-args.episodes // per_file)
-        group = WorkerGroup(spec, min(args.workers, n_files))
-        try:
-            t0 = time.perf_counter()
+        t0 = time.perf_counter()
+        with WorkerGroup(Worker, (spec,), n_workers=min(args.workers, n_files)) as group:
             results = group.map("collect", [(i,) for i in range(n_files)])
-            wall = time.perf_counter() - t0
-        finally:
-            group.close()
+        wall = time.perf_counter() - t0
         frames = sum(steps + eps for eps, steps in results)  # + the final frame of each episode
         print(f"{args.env}: collect  {frames / wall:9.0f} frames/s  ({frames} frames, {args.episodes} random "
               f"episodes, {args.workers} worker(s), {wall:.1f} s incl. worker start)")

@@ -388,6 +388,7 @@ class WorkerGroup:
             raise ValueError(f"n_workers must be >= 1, got {n_workers}")
         self.n_workers, self.backend = int(n_workers), backend
         self._impl, self._owns_ray, self._running = None, False, False
+        self._started: set[int] = set()  # ranks with a start() call in flight
         spec = (worker_cls, tuple(args), dict(kwargs or {}), self.n_workers)
         try:
             if backend == "ray":
@@ -410,6 +411,8 @@ class WorkerGroup:
             raise RuntimeError("this WorkerGroup is closed")
         if self._running:
             raise RuntimeError("WorkerGroup calls do not nest: finish the running imap_unordered first")
+        if busy := self._started & {rank for rank, _, _ in tasks}:
+            raise RuntimeError(f"worker(s) {sorted(busy)} still run a call from start(): collect it with next_done")
         self._running, finished = True, False
         try:
             yield from self._impl.results(tasks)
@@ -458,6 +461,7 @@ class WorkerGroup:
         if self._impl is None:
             raise RuntimeError("this WorkerGroup is closed")
         self._impl.start(rank, method, args)
+        self._started.add(rank)
 
     def next_done(self, timeout: float | None = None):
         """(rank, result) of the next started call to finish, or None after ``timeout`` seconds.
@@ -465,7 +469,14 @@ class WorkerGroup:
         stays open, so the driver can ``restart`` that worker or go on with the others."""
         if self._impl is None:
             raise RuntimeError("this WorkerGroup is closed")
-        return self._impl.next_done(timeout)
+        try:
+            done = self._impl.next_done(timeout)
+        except WorkerError as err:
+            self._started.discard(getattr(err, "rank", None))
+            raise
+        if done is not None:
+            self._started.discard(done[0])
+        return done
 
     def restart(self, rank: int) -> None:
         """A fresh worker for ``rank``, built with the group's arguments (local processes; Ray

@@ -179,3 +179,27 @@ def test_ray_actor_killed_is_restarted(ray_session):
 
 def test_ray_session_listens_on_loopback(ray_session):
     assert {node["NodeManagerAddress"] for node in ray_session.nodes()} == {"127.0.0.1"}
+
+
+def test_started_calls_finish_as_they_come_and_a_failure_leaves_the_others_running(backend):
+    """start/next_done (the A3C driver's calls): results by rank as they finish, a worker that raises
+    names its rank and leaves the group open, and a blocking call on a busy worker is refused."""
+    name, n = backend
+    with WorkerGroup(ToyWorker, (0,), n_workers=n, backend=name) as group:
+        for rank in range(n):
+            group.start(rank, "square", rank + 2)
+        if n > 1:
+            with pytest.raises(RuntimeError, match="still run a call"):
+                group.call(0, "count")
+        done = {}
+        while len(done) < n:
+            item = group.next_done(timeout=10)
+            assert item is not None
+            done[item[0]] = item[1]
+        assert done == {r: ((r + 2) ** 2, r) for r in range(n)}
+        assert group.next_done(timeout=0.01) is None  # nothing in flight
+        group.start(n - 1, "fail", n - 1)
+        with pytest.raises(WorkerError) as err:
+            group.next_done(timeout=10)
+        assert err.value.rank == n - 1 and not group.closed
+        assert group.call(n - 1, "square", 3) == (9, n - 1)  # the group goes on
