@@ -252,7 +252,7 @@ class A3C:
         args = (self.parts.env_factory, self.config, self.seed, self.model, optimizer_state(self.optimizer),
                 steps, stop, events)
         t0, steps0 = time.perf_counter(), self.num_timesteps
-        with WorkerGroup(A3CWorker, args, n_workers=self.n_workers, backend="local") as group:
+        with WorkerGroup(A3CWorker, args, n_workers=self.n_workers, backend="local", in_process=False) as group:
             self.worker_pids = group.broadcast("pid")
             for rank in range(self.n_workers):
                 group.start(rank, "run", total_timesteps)

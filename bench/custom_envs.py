@@ -25,6 +25,8 @@ PLAN = [
     ("ppo", "rlkit/ArmReach-v0", 8_000_000, 100, 0.90),
     ("actor-critic", "rlkit/GridWorld-v0", 200_000, 1000, 0.95),
     ("actor-critic", "rlkit/Inventory-v0", 200_000, 20, 0.95),
+    ("a3c", "rlkit/GridWorld-v0", 300_000, 1000, 0.90),
+    ("a3c", "rlkit/Inventory-v0", 200_000, 20, 0.90),
 ]
 
 
@@ -36,7 +38,7 @@ def main() -> None:
     args = p.parse_args()
     plan = [row for row in PLAN if args.only is None or f"{row[0]}:{row[1]}" in args.only]
     print(f"{'algo':13s} {'env':20s} {'seed':>4s} {'steps':>9s} {'train s':>8s} {'score':>10s} "
-          f"{'reference':>10s} {'fraction':>8s} {'target':>6s}")
+          f"{'reference':>10s} {'fraction':>8s} {'95% ci':>6s} {'target':>6s}")
     for algo, env, steps, episodes, target in plan:
         fractions = []
         for seed in args.seeds:
@@ -56,8 +58,12 @@ def main() -> None:
             score = r["reward_per_step"] if ref["metric"] == "reward_per_step" else r["mean_return"]
             ok = "ok" if r["fraction_of_reference"] >= target else "MISSED"
             fractions.append(r["fraction_of_reference"])
+            # 95% interval of an episodic mean (t ~ normal for >= 20 episodes); a reward rate over
+            # long continuing episodes has no per-step spread in the eval output, so none is printed.
+            half = 1.96 * r["std_return"] / r["episodes"] ** 0.5 / abs(ref["score"]) \
+                if ref["metric"] != "reward_per_step" else float("nan")
             print(f"{algo:13s} {env:20s} {seed:4d} {info['steps']:9d} {info['wall_s']:8.1f} {score:10.4f} "
-                  f"{ref['score']:10.4f} {r['fraction_of_reference']:8.3f} {target:6.2f} {ok}", flush=True)
+                  f"{ref['score']:10.4f} {r['fraction_of_reference']:8.3f} ±{half:5.3f} {target:6.2f} {ok}", flush=True)
         if len(fractions) > 1:
             median = statistics.median(fractions)
             held = sum(f >= target for f in fractions)

@@ -381,7 +381,8 @@ class WorkerGroup:
     """``n_workers`` objects ``worker_cls(rank, *args, **kwargs)``, driven by method name."""
 
     def __init__(self, worker_cls, args: tuple = (), kwargs: dict | None = None, n_workers: int = 1,
-                 backend: str = "local", ray_address: str | None = None, max_restarts: int = 3):
+                 backend: str = "local", ray_address: str | None = None, max_restarts: int = 3,
+                 in_process: bool = True):
         if backend not in ("local", "ray"):
             raise ValueError(f"backend '{backend}' is not one of local, ray")
         if int(n_workers) < 1:
@@ -395,7 +396,8 @@ class WorkerGroup:
                 self._owns_ray = start_ray(self.n_workers, ray_address)
                 self._impl = _RayActors(*spec, max_restarts=max_restarts)
             else:
-                self._impl = (_InProcess if self.n_workers == 1 else _Processes)(*spec)
+                # One worker runs in this process unless the driver must work while it runs (A3C).
+                self._impl = (_InProcess if self.n_workers == 1 and in_process else _Processes)(*spec)
         except BaseException:
             self.close()
             raise
