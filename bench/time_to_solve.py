@@ -51,7 +51,7 @@ THRESHOLDS = {"CartPole-v1": 475.0, "Pendulum-v1": -200.0, "Acrobot-v1": -100.0,
 DEFAULT_ALGOS = {"CartPole-v1": ["ppo", "sb3-ppo", "sb3-ppo@bench/sb3_ppo_rlkit_cartpole.yaml"]}
 HELD_OUT_SEEDS = list(range(20, 30))
 # Short names of the config files in bench/, for the table.
-CONFIG_LABELS = {"sb3_ppo_rlkit_cartpole": "rlkit hp"}
+CONFIG_LABELS = {"sb3_ppo_rlkit_cartpole": "rlkit hp", "a3c_one_worker": "1 worker"}
 BASELINE_PREFIXES = ("sb3-", "rllib-")
 
 
