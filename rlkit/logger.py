@@ -1,7 +1,7 @@
 """TensorBoard scalars/images with the shared tags, plus a console progress bar.
 
 Every agent (and the SB3 adapters) logs through this, so `tensorboard --logdir runs/<env>`
-overlays all algorithms on one chart with x = environment steps (ARCHITECTURE.md §5).
+overlays all algorithms on one chart with x = environment steps (docs/architecture.md §5).
 """
 
 from __future__ import annotations

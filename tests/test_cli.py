@@ -1,4 +1,4 @@
-"""CLI contract (ARCHITECTURE.md §4): round trips, bad input -> exit 2 + one line, kill and resume."""
+"""CLI contract (docs/architecture.md §4): round trips, bad input -> exit 2 + one line, kill and resume."""
 
 import json
 import shutil

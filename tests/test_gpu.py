@@ -1,4 +1,4 @@
-"""CUDA paths: exercised where a GPU exists, skipped elsewhere (ARCHITECTURE.md §8, §10)."""
+"""CUDA paths: exercised where a GPU exists, skipped elsewhere (docs/architecture.md §8, §10)."""
 
 import numpy as np
 import pytest

@@ -1,4 +1,4 @@
-"""The shared return maths (rlkit.returns) and the rules every on-policy agent obeys (ARCHITECTURE.md §3).
+"""The shared return maths (rlkit.returns) and the rules every on-policy agent obeys (docs/architecture.md §3).
 
 - GAE and reward-to-go against hand-computed values: a terminated and a truncated episode in one
   batch, a rollout cut, and NEXT_STEP reset steps (valid False) that get 0 and leak nowhere.

@@ -5,7 +5,7 @@ SB3's logger to the run directory (its tags are the shared ones: rollout/*, trai
 and runs rlkit's TrainingCallback at the same point of the training cycle as rlkit's own agents
 (after an update; see _Bridge), so the eval/stop protocol is identical.
 Checkpoints hold only ``model.get_parameters()`` tensors + VecNormalize statistics, never
-SB3's cloudpickled zip data (ARCHITECTURE.md §7).
+SB3's cloudpickled zip data (docs/architecture.md §7).
 """
 
 from __future__ import annotations
