@@ -48,8 +48,9 @@ def _make_config(sb3_cls) -> type:
         ("policy", str, dataclasses.field(default="MlpPolicy")),
         ("normalize", bool, dataclasses.field(default=False)),
         ("policy_kwargs", dict, dataclasses.field(default_factory=dict)),
-        # 0 keeps torch's default thread count (what SB3 users get); benchmarks may pin it.
-        ("torch_threads", int, dataclasses.field(default=0)),
+        # One thread, as rlkit's own agents: torch's default (every core) makes a small MLP's
+        # updates many times slower on a busy machine. 0 keeps torch's default.
+        ("torch_threads", int, dataclasses.field(default=1)),
     ]
     for name, param in inspect.signature(sb3_cls).parameters.items():
         if name in _RESERVED:
