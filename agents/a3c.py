@@ -184,6 +184,8 @@ class A3CWorker:
         while not self.stop.value and sum(self.steps) < total_timesteps:
             self.local.load_state_dict(self.shared.state_dict())  # θ' ← θ
             batch, stats = self._loss()
+            if self.stop.value:  # the learner stopped (solved, Ctrl-C): leave θ as it was evaluated
+                break
             if stats:
                 for group in self.optimizer.param_groups:
                     group["lr"] = learning_rate(c, sum(self.steps), total_timesteps)
@@ -251,7 +253,6 @@ class A3C:
         self.model.share_memory()
         args = (self.parts.env_factory, self.config, self.seed, self.model, optimizer_state(self.optimizer),
                 steps, stop, events)
-        t0, steps0 = time.perf_counter(), self.num_timesteps
         with WorkerGroup(A3CWorker, args, n_workers=self.n_workers, backend="local", in_process=False) as group:
             self.worker_pids = group.broadcast("pid")
             for rank in range(self.n_workers):
@@ -274,7 +275,6 @@ class A3C:
                 stop.value = 1  # Ctrl-C or an error: every worker ends its update and returns
         self._drain(events)
         self.num_timesteps = int(sum(steps))
-        self._log_rate(t0, steps0)
         return self
 
     def _restart(self, group, err, running: set, total_timesteps: int, stop) -> None:
@@ -297,7 +297,6 @@ class A3C:
 
         args = (self.parts.env_factory, self.config, self.seed, copy.deepcopy(self.model))
         params = list(self.model.parameters())
-        t0, updates0 = time.perf_counter(), self.num_timesteps
         with WorkerGroup(A3CWorker, args, n_workers=self.n_workers, backend="ray",
                          ray_address=self.ray_address) as group:
             for rank in range(self.n_workers):
@@ -308,6 +307,8 @@ class A3C:
                 done = group.next_done(timeout=None)
                 rank, (grads, n, ep_returns, ep_lengths, rate, stats) = done
                 running.discard(rank)
+                if not go_on:  # stopped (solved): the evaluated θ stays as it is
+                    continue
                 if grads is not None:  # apply as it arrives: no barrier between workers
                     for g in self.optimizer.param_groups:
                         g["lr"] = learning_rate(self.config, self.num_timesteps, total_timesteps)
@@ -324,7 +325,6 @@ class A3C:
                 if go_on and self.num_timesteps < total_timesteps:
                     group.start(rank, "gradient", self.model.state_dict())  # θ to this worker only
                     running.add(rank)
-        self._log_rate(t0, updates0)
         return self
 
     # --- logging -------------------------------------------------------------------------
@@ -354,14 +354,15 @@ class A3C:
         self.logger.scalars(stats, step)
         for rank, steps in enumerate(self.worker_steps):
             self.logger.scalar(f"workers/{rank}/steps", steps, step)
+        now = time.perf_counter()
+        last_t, last_step = getattr(self, "_last_record", (None, None))
+        if last_t is not None and now - last_t >= 1.0:  # over at least a second: a steady figure
+            per_update = self.config.n_envs * self.config.n_steps
+            self.logger.scalar("time/updates_per_s", (step - last_step) / per_update / (now - last_t), step)
+            self._last_record = (now, step)
+        elif last_t is None:
+            self._last_record = (now, step)
         self.logger.rollout_summary(step, rate if self.continuing else None)
-
-    def _log_rate(self, t0: float, steps0: int) -> None:
-        per_update = self.config.n_envs * self.config.n_steps
-        elapsed = time.perf_counter() - t0
-        if elapsed > 0:
-            self.logger.scalar("time/updates_per_s", (self.num_timesteps - steps0) / per_update / elapsed,
-                               self.num_timesteps)
 
     # --- the agent protocol --------------------------------------------------------------
     def predict(self, obs, deterministic: bool = True) -> np.ndarray:
