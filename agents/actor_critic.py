@@ -66,6 +66,8 @@ class Config:
             raise ValueError("gamma and gae_lambda must lie in [0, 1]")
         if self.learning_rate <= 0:
             raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
+        if not 0 <= self.rmsprop_alpha < 1:
+            raise ValueError(f"rmsprop_alpha must lie in [0, 1), got {self.rmsprop_alpha}")
 
 
 def a2c_loss(model, b, c, avg_reward: float | None):

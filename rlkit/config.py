@@ -1,12 +1,16 @@
 """Hyperparameter resolution: defaults < YAML entry for the env < --config FILE < --set key=value.
 
-Every algorithm has a ``Config`` dataclass. Keys that are not fields, and values of the wrong
-type, are rejected with a UsageError (exit 2) before anything is written (docs/architecture.md §6).
+Every algorithm has a ``Config`` dataclass. Keys that are not fields, values of the wrong type,
+numbers that are not finite or do not fit in 64 bits, and values outside the range a key has in
+every algorithm (``POSITIVE``, ``NON_NEGATIVE``, ``UNIT_INTERVAL``) are rejected with a UsageError
+(exit 2) before anything is written (docs/architecture.md §6); each ``Config.validate()`` then
+checks what only its algorithm knows.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from pathlib import Path
@@ -17,6 +21,16 @@ import yaml
 from rlkit.errors import UsageError, did_you_mean
 
 HYPERPARAMS_DIR = Path(__file__).resolve().parent.parent / "agents" / "hyperparams"
+
+# Keys that mean the same in every algorithm that has them (rlkit's agents and the SB3 / RL Zoo
+# names): checked wherever a Config has the key, from any layer (yaml, --config, --set, config.yaml).
+POSITIVE = ("n_timesteps", "n_envs", "n_steps", "n_epochs", "batch_size", "learning_rate", "buffer_size",
+            "train_freq", "target_update_interval", "max_grad_norm", "clip_range", "clip_range_vf", "target_kl",
+            "frame_stack", "train_time_limit", "adam_eps", "optim_eps", "rms_prop_eps", "stats_window_size")
+NON_NEGATIVE = ("vf_coef", "learning_starts", "torch_threads", "workers", "threads")
+UNIT_INTERVAL = ("gamma", "gae_lambda", "tau", "rmsprop_alpha", "avg_reward_lr", "exploration_fraction",
+                 "exploration_initial_eps", "exploration_final_eps")
+INT64 = 2**63 - 1  # what torch, numpy and TensorBoard can hold
 
 
 def read_yaml(path: Path) -> Any:
@@ -52,6 +66,10 @@ def parse_set(items: list[str]) -> dict:
         if not sep or not key.strip():
             raise UsageError(f"--set expects key=value, got '{item}'")
         try:
+            item.encode()
+        except UnicodeEncodeError:  # bytes that were not UTF-8 on the command line
+            raise UsageError(f"--set {key.strip()}: the value is not valid UTF-8 text") from None
+        try:
             value = yaml.safe_load(raw) if raw.strip() else ""
         except yaml.YAMLError:
             raise UsageError(f"--set {key}: value '{raw}' is not valid YAML") from None
@@ -82,13 +100,13 @@ def _accepts(tp, value) -> tuple[bool, Any]:
     if tp is int:
         return isinstance(value, int) and not isinstance(value, bool), value
     if tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return True, float(value)
-        if isinstance(value, str):  # PyYAML reads "1e-3" as a string
-            try:
+        try:
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
                 return True, float(value)
-            except ValueError:
-                return False, value
+            if isinstance(value, str):  # PyYAML reads "1e-3" as a string
+                return True, float(value)
+        except (ValueError, OverflowError):  # not a number, or an int too large for a float
+            return False, value
         return False, value
     if tp is str:
         return isinstance(value, str), value
@@ -114,6 +132,61 @@ def _type_name(tp) -> str:
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
 
+def _numbers(value):
+    """Every int and float inside a value (lists and dicts included), bools left out."""
+    if isinstance(value, bool):
+        return
+    if isinstance(value, (int, float)):
+        yield value
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            yield from _numbers(v)
+    elif isinstance(value, dict):
+        for v in value.values():
+            yield from _numbers(v)
+
+
+def _schedule_start(value: str) -> float | None:
+    """The start value of an RL Zoo schedule string ``lin_<float>`` (None if it is not one)."""
+    if not value.startswith("lin_"):
+        return None
+    try:
+        return float(value[4:])
+    except ValueError:
+        return None
+
+
+def check_value(key: str, value, source: str = "--set") -> None:
+    """Refuse what no algorithm can train on: non-finite or out-of-int64 numbers anywhere in the
+    value, and values outside the range ``key`` has in every algorithm (POSITIVE, ...)."""
+    where = f"{source} key '{key}' = {value!r}"
+    for number in _numbers(value):
+        if isinstance(number, float) and not math.isfinite(number):
+            raise UsageError(f"{where}: numbers must be finite")
+        if isinstance(number, int) and abs(number) > INT64:
+            raise UsageError(f"{where}: integers must lie within ±{INT64} (64 bits)")
+    if key == "policy_kwargs" and isinstance(value, dict):  # SB3 layer sizes
+        if any(n < 1 for n in _numbers(value.get("net_arch"))):
+            raise UsageError(f"{where}: net_arch layer sizes must be >= 1")
+    if value is None or isinstance(value, bool):
+        return
+    if isinstance(value, str):
+        if key in POSITIVE:  # SB3 schedules: learning_rate / clip_range "lin_<float>"
+            start = _schedule_start(value)
+            if start is None or not math.isfinite(start) or start <= 0:
+                raise UsageError(f"{where}: expected a number > 0 or lin_<number > 0>")
+        return
+    number = value[0] if key == "train_freq" and isinstance(value, (list, tuple)) and value else value
+    if not isinstance(number, (int, float)) or isinstance(number, bool):
+        return
+    if key in POSITIVE and not number > 0:
+        raise UsageError(f"{where}: must be > 0")
+    if key in NON_NEGATIVE and number < 0:
+        raise UsageError(f"{where}: must be >= 0")
+    if key in UNIT_INTERVAL and not 0 <= number <= 1:
+        raise UsageError(f"{where}: must lie in [0, 1]")
+
+
 def validate(config_cls, values: dict, source: str) -> dict:
     types_ = field_types(config_cls)
     out = {}
@@ -124,8 +197,24 @@ def validate(config_cls, values: dict, source: str) -> dict:
         ok, coerced = _accepts(types_[key], value)
         if not ok:
             raise UsageError(f"{source} key '{key}' = {value!r} is not a valid {_type_name(types_[key])}")
+        check_value(key, coerced, source)
         out[key] = coerced
     return out
+
+
+def _build(config_cls, merged: dict):
+    """The Config instance, checked by its own ``validate()`` (ValueError -> UsageError)."""
+    try:
+        cfg = config_cls(**merged)
+    except (TypeError, ValueError) as exc:
+        raise UsageError(f"invalid configuration: {exc}") from None
+    check = getattr(cfg, "validate", None)
+    if callable(check):
+        try:
+            check()
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+    return cfg
 
 
 def resolve(config_cls, algo: str, env_id: str, config_file: Path | None = None,
@@ -154,17 +243,16 @@ def resolve(config_cls, algo: str, env_id: str, config_file: Path | None = None,
                 raise UsageError(f"{source} key 'env_kwargs' must be a mapping, got {kw!r}")
             env_kwargs.update(kw)
         merged.update(validate(config_cls, layer, source))
-    try:
-        cfg = config_cls(**merged)
-    except (TypeError, ValueError) as exc:
-        raise UsageError(f"invalid configuration: {exc}") from None
-    check = getattr(cfg, "validate", None)
-    if callable(check):
-        try:
-            check()
-        except ValueError as exc:
-            raise UsageError(str(exc)) from None
-    return cfg, env_kwargs
+    return _build(config_cls, merged), env_kwargs
+
+
+def check_saved(config_cls, values, source: str):
+    """The Config of a saved run (config.yaml ``hyperparams``), checked as strictly as a new one:
+    a hand-edited file is refused with exit 2. Keys an older version had are ignored."""
+    if not isinstance(values, dict):
+        raise UsageError(f"{source}: hyperparams must be a mapping of key: value")
+    names = {f.name for f in dataclasses.fields(config_cls)}
+    return _build(config_cls, validate(config_cls, {k: v for k, v in values.items() if k in names}, source))
 
 
 def config_from_dict(config_cls, values: dict):

@@ -30,7 +30,12 @@ from rlkit.rollout import Batch, Rollout, env_action
 
 
 def check_common_options(c) -> None:
-    """Validate the config fields every on-policy agent shares (ValueError -> exit 2)."""
+    """Validate the config fields every on-policy agent shares (ValueError -> exit 2): everything
+    ``build_parts`` and ``learn_loop`` read, so a config that passes builds and trains."""
+    import math
+
+    from rlkit.networks import ACTIVATIONS
+
     for name in ("n_envs", "n_steps", "frame_stack"):
         if getattr(c, name) < 1:
             raise ValueError(f"{name} must be >= 1, got {getattr(c, name)}")
@@ -39,6 +44,36 @@ def check_common_options(c) -> None:
         raise ValueError(f"train_time_limit must be >= 1 or null, got {limit}")
     if c.cnn not in CNNS:
         raise ValueError(f"cnn '{c.cnn}' is not one of {', '.join(CNNS)}")
+    if c.activation not in ACTIVATIONS:
+        raise ValueError(f"activation '{c.activation}' is not one of {', '.join(ACTIVATIONS)}")
+    if any(h < 1 for h in c.hidden):
+        raise ValueError(f"hidden layer sizes must be >= 1, got {list(c.hidden)}")
+    if getattr(c, "n_timesteps", 1) < 1:
+        raise ValueError(f"n_timesteps must be >= 1, got {c.n_timesteps}")
+    if c.torch_threads < 0:
+        raise ValueError(f"torch_threads must be >= 0 (0: torch's default), got {c.torch_threads}")
+    if not (math.isfinite(c.learning_rate) and c.learning_rate > 0):
+        raise ValueError(f"learning_rate must be a finite number > 0, got {c.learning_rate}")
+    if not 0 <= c.gamma <= 1:
+        raise ValueError(f"gamma must lie in [0, 1], got {c.gamma}")
+    grad = getattr(c, "max_grad_norm", None)
+    if grad is not None and not (math.isfinite(grad) and grad > 0):
+        raise ValueError(f"max_grad_norm must be a finite number > 0 (or null where allowed), got {grad}")
+    for name in ("vf_coef", "ent_coef", "log_std_init"):
+        value = getattr(c, name, 0.0)
+        if not math.isfinite(value):
+            raise ValueError(f"{name} must be a finite number, got {value}")
+    if getattr(c, "vf_coef", 0.0) < 0:
+        raise ValueError(f"vf_coef must be >= 0, got {c.vf_coef}")
+    if abs(getattr(c, "log_std_init", 0.0)) > 20:  # exp(±20) is as far as a std should start
+        raise ValueError(f"log_std_init must lie in [-20, 20], got {c.log_std_init}")
+    avg_lr = getattr(c, "avg_reward_lr", None)
+    if avg_lr is not None and not 0 < avg_lr <= 1:
+        raise ValueError(f"avg_reward_lr must lie in (0, 1], got {avg_lr}")
+    for name in ("adam_eps", "optim_eps"):
+        value = getattr(c, name, None)
+        if value is not None and not (math.isfinite(value) and value > 0):
+            raise ValueError(f"{name} must be a finite number > 0, got {value}")
 
 
 class Collector:
