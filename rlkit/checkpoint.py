@@ -129,12 +129,39 @@ def set_rng_state(state: dict) -> None:
     random.setstate((py[0], tuple(py[1]), py[2]))
 
 
+# Metadata every agent's ``save`` writes and its ``load`` reads: (key, check, what it must be).
+REQUIRED_META = (
+    ("algo", lambda v: isinstance(v, str), "a string"),
+    ("env_id", lambda v: isinstance(v, str), "a string"),
+    ("config", lambda v: isinstance(v, dict), "a mapping"),
+    ("seed", lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0, "an integer >= 0"),
+    ("num_timesteps", lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0, "an integer >= 0"),
+)
+
+
+def check_meta(meta, path: Path) -> None:
+    """Refuse a checkpoint whose format is right but whose metadata an agent could not be rebuilt from."""
+    if not isinstance(meta, dict):
+        raise UsageError(f"checkpoint {path} has no metadata")
+    for key, ok, what in REQUIRED_META:
+        if key not in meta:
+            raise UsageError(f"checkpoint {path} is incomplete: its metadata has no '{key}'")
+        if not ok(meta[key]):
+            raise UsageError(f"checkpoint {path} is damaged: metadata '{key}' = {meta[key]!r} is not {what}")
+    if not isinstance(meta.get("env_kwargs") or {}, dict):
+        raise UsageError(f"checkpoint {path} is damaged: metadata 'env_kwargs' is not a mapping")
+
+
 def load_agent_checkpoint(cls, path: Path, env_id: str, env_kwargs: dict, device: str = "cpu",
                           algo: str | None = None):
-    """Load ``path`` with ``cls.load`` after checking it was made by ``algo`` for this env's spaces."""
+    """Load ``path`` with ``cls.load`` after checking it was made by ``algo`` for this env's spaces.
+
+    A file whose metadata is incomplete, or whose tensors do not fit the agent its metadata
+    describes (renamed, missing or reshaped), is refused with UsageError (exit 2)."""
     from rlkit.environments import make_env
 
     _, meta = load_checkpoint(path)  # weights-only; corrupt or foreign files -> UsageError
+    check_meta(meta, path)
     if algo is not None and meta.get("algo") != algo:
         raise UsageError(f"checkpoint {path} holds a '{meta.get('algo')}' agent, this run is '{algo}'")
     env = make_env(env_id, env_kwargs)
@@ -142,4 +169,13 @@ def load_agent_checkpoint(cls, path: Path, env_id: str, env_kwargs: dict, device
         check_spaces(meta, env.observation_space, env.action_space, where=f"checkpoint {path}")
     finally:
         env.close()
-    return cls.load(path, device=device)
+    try:
+        return cls.load(path, device=device)
+    except UsageError:
+        raise
+    except (KeyError, IndexError, TypeError, ValueError, RuntimeError, AttributeError) as exc:
+        # What a state dict that does not match its model raises (torch: RuntimeError on shapes,
+        # KeyError on missing entries; plain values of the wrong kind: TypeError / ValueError).
+        reason = " ".join(str(exc).split()) or type(exc).__name__  # torch's report spans lines
+        raise UsageError(f"checkpoint {path} does not fit a {meta['algo']} agent for {meta['env_id']} "
+                         f"({type(exc).__name__}: {reason[:240]})") from None
