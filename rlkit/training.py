@@ -5,11 +5,20 @@ on ``eval_episodes`` deterministic episodes with fixed seeds, stop at the first 
 hand-written agents and baselines are timed identically. When a run ends, it is scored once more
 on ``final_eval_episodes`` episodes the stop check never saw (``final_eval`` in run.json): a run
 stops when its stop-check episodes happen to clear R, so their mean is biased upwards.
+
+A run directory has one writer, which holds its lock (rlkit.runs.lock_run_dir) for the whole
+run, and one commit point per checkpoint (rlkit.runs.commit): the agent file, then the run state
+(run.json's content: evaluation history, ``solved_at_*``, wall time), then the ``latest`` pointer.
+``resume`` continues from the last commit and rewrites run.json from it, so a run killed at any
+instant and resumed ends with the run.json and parameters of an uninterrupted run (on-policy
+agents; tests/test_robustness.py). A run that stops before its first commit leaves nothing
+behind (Ctrl-C, SIGTERM, an error) or, after SIGKILL, a directory that ``resume`` starts from step 0.
 """
 
 from __future__ import annotations
 
 import inspect
+import json
 import math
 import shutil
 import sys
@@ -19,19 +28,31 @@ from pathlib import Path
 
 from rlkit import config as configlib
 from rlkit import runs
-from rlkit.errors import UsageError
+from rlkit.errors import UsageError, first_line
 from rlkit.evaluation import CONFIRM_SEED, evaluate
 from rlkit.logger import Logger
 
 EVAL_SEED = 10_000  # eval env seeds are far from training seeds
+CHECKPOINT_EVERY_CAP = 100_000  # the default checkpoint interval, max(eval_every, steps / 10), is capped here
+MAX_SEED = 2**32 - 1  # numpy's global seed (SB3 seeds it with the run's seed) is 32 bits
+
+# The run directory being trained in this process, if any: rlkit.commands puts the crash log of an
+# unexpected error there.
+current_run_dir: Path | None = None
 
 
 class TrainingCallback:
-    """Called by every agent as ``callback.on_step(num_timesteps, agent)``; False means stop."""
+    """Called by every agent as ``callback.on_step(num_timesteps, agent)``; False means stop.
+
+    ``committed`` is the run state of the last commit (None before the first): what run.json says
+    if the run stops before the next one. A resumed run passes the state it resumes from and
+    ``solved`` if that state was solved.
+    """
 
     def __init__(self, run_dir: Path, env_id: str, env_kwargs: dict, logger: Logger, info: dict,
                  eval_every: int, eval_episodes: int, stop_at_return: float | None,
-                 checkpoint_every: int, start_step: int = 0, wall_offset: float = 0.0):
+                 checkpoint_every: int, start_step: int = 0, wall_offset: float = 0.0,
+                 committed: dict | None = None, solved: bool = False):
         self.run_dir, self.env_id, self.env_kwargs, self.logger = run_dir, env_id, env_kwargs, logger
         self.info = info
         self.eval_every, self.eval_episodes = eval_every, eval_episodes
@@ -41,9 +62,10 @@ class TrainingCallback:
         self.next_ckpt = (start_step // checkpoint_every + 1) * checkpoint_every if checkpoint_every else math.inf
         self.t0 = time.perf_counter()
         self.wall_offset = wall_offset
-        self.solved = False
+        self.solved = solved
         self.last_eval: dict | None = None
         self.last_ckpt_step = start_step
+        self.committed = committed
         self.info["stop_check"] = {"seed": EVAL_SEED, "episodes": int(eval_episodes)}
 
     def wall(self) -> float:
@@ -84,17 +106,28 @@ class TrainingCallback:
         return result
 
     def checkpoint(self, num_timesteps: int, agent) -> Path:
+        """Write the agent, commit it with the run state (rlkit.runs.commit), then run.json."""
         path = runs.checkpoint_dir(self.run_dir) / f"step_{num_timesteps}.pt"
         agent.save(path)
-        runs.mark_latest(self.run_dir, path)
+        self.info.update(steps=int(num_timesteps), wall_s=round(self.wall(), 3), status="running")
+        state = json.loads(json.dumps(self.info))  # a copy, as it is committed
+        runs.commit(self.run_dir, path, state)
+        self.committed = state
         self.last_ckpt_step = num_timesteps
-        self.write_info(num_timesteps, status="running")
+        runs.write_run_json(self.run_dir, state)
         return path
 
     def write_info(self, num_timesteps: int, status: str, wall_s: float | None = None) -> None:
         wall_s = self.wall() if wall_s is None else wall_s
         self.info.update(steps=int(num_timesteps), wall_s=round(wall_s, 3), status=status)
         runs.write_run_json(self.run_dir, self.info)
+
+    def mark_stopped(self, status: str) -> None:
+        """run.json after an interruption or error: the last commit's state with ``status``
+        (nothing if nothing was committed: the caller removes such a run directory)."""
+        if self.committed is None:
+            return
+        runs.write_run_json(self.run_dir, {**self.committed, "status": status})
 
 
 def _versions() -> dict:
@@ -123,6 +156,128 @@ def _construct(cls, env_id, cfg, **kwargs):
     return cls(env_id, cfg, **{k: v for k, v in kwargs.items() if k in params})
 
 
+def check_device(device: str, hint: str = "") -> None:
+    """auto | cpu | cuda | cuda:<i>, and CUDA only where there is one (every algorithm alike)."""
+    if device == "auto":
+        return
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError, TypeError):
+        dev = None
+    if dev is None or dev.type not in ("cpu", "cuda"):
+        raise UsageError(f"--device '{device}' is not one of auto, cpu, cuda, cuda:<i>")
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UsageError(f"--device {device} asked for, but CUDA is not available on this machine{hint}")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise UsageError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+
+
+def _family_spaces(cls):
+    """(observation space types, action space types) an algorithm's networks accept, or None if
+    the agent checks its env itself (World Models). Hand-written agents: rlkit.networks
+    (``make_torso``: Box; ``ActionHead``: Discrete, MultiDiscrete, Box). SB3 adapters: what SB3's
+    preprocessing accepts, and the adapter's own ``action_spaces``."""
+    from gymnasium import spaces
+
+    module = cls.__module__
+    if module.startswith("rlkit.baselines.sb3"):
+        return ((spaces.Box, spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary, spaces.Dict),
+                tuple(cls.action_spaces))
+    names = {f for f in getattr(cls.Config, "__dataclass_fields__", {})}
+    if {"hidden", "activation", "cnn"} <= names:  # built by rlkit.onpolicy.build_parts
+        return (spaces.Box,), (spaces.Discrete, spaces.MultiDiscrete, spaces.Box)
+    return None
+
+
+def check_env_for(cls, algo: str, env_id: str, env_kwargs: dict) -> None:
+    """Build the env once before anything is written: env_kwargs the env refuses, extras that are
+    not installed and spaces the algorithm does not support become one-line usage errors."""
+    import gymnasium as gym
+
+    def build(make):
+        try:
+            return make()
+        except gym.error.DependencyNotInstalled as exc:
+            raise UsageError(f"env {env_id} needs a package that is not installed: {first_line(exc)}") from None
+        except (TypeError, ValueError, KeyError, AssertionError, gym.error.Error) as exc:
+            reason = first_line(exc).split(" was raised from the environment creator")[0]
+            given = f" with env_kwargs {env_kwargs}" if env_kwargs else ""
+            raise UsageError(f"env {env_id} cannot be built{given}: {reason}") from None
+
+    env = build(lambda: gym.make(env_id, **env_kwargs))
+    try:
+        obs_space, act_space = env.observation_space, env.action_space
+    finally:
+        env.close()
+    if gym.spec(env_id).vector_entry_point is not None:  # its native vector env takes the same kwargs
+        build(lambda: gym.make_vec(env_id, num_envs=1, vectorization_mode="vector_entry_point", **env_kwargs)).close()
+    supported = _family_spaces(cls)
+    if supported is None:
+        return
+    for kind, space, accepted in (("observation", obs_space, supported[0]), ("action", act_space, supported[1])):
+        if not isinstance(space, accepted):
+            raise UsageError(f"{algo} does not support {env_id}: its {kind} space is {space} "
+                             f"({algo} accepts {', '.join(t.__name__ for t in accepted)})")
+
+
+def _start_run_dir(runs_root: Path | None, run_dir: Path | None, env_id: str, algo: str,
+                   seed: int) -> tuple[Path, list[Path], runs.RunLock]:
+    """Create (or take an empty) run directory and lock it. Returns (run_dir, the folders created, lock)."""
+    if run_dir is not None:
+        run_dir = Path(run_dir)
+        runs.check_creatable(run_dir, "--run-dir")
+        if run_dir.is_dir() and not runs.is_empty_run_dir(run_dir):
+            if (run_dir / runs.LOCK_FILE).exists():  # a writer at work there: name it
+                runs.lock_run_dir(run_dir).release()
+            raise UsageError(f"--run-dir {run_dir} exists and is not empty (use --resume to continue it)")
+        created = runs.make_dirs(run_dir, "--run-dir")
+        try:
+            lock = runs.lock_run_dir(run_dir)
+        except BaseException:
+            runs.remove_created(created)
+            raise
+        if not runs.is_empty_run_dir(run_dir):  # another run started and ended there meanwhile
+            lock.release()
+            raise UsageError(f"--run-dir {run_dir} exists and is not empty (use --resume to continue it)")
+        return run_dir, created, lock
+    root = Path(runs_root or runs.DEFAULT_ROOT)
+    runs.check_creatable(root, "--runs-root")
+    base = runs.new_run_dir(root, env_id, algo, seed)
+    created = runs.make_dirs(base.parent, "--runs-root", shown=root)
+    path, i = base, 1
+    while True:
+        try:
+            path.mkdir()  # exclusive: two runs started in the same second take different names
+            break
+        except FileExistsError:
+            path = base.with_name(f"{base.name}-{i}")
+            i += 1
+        except OSError as exc:
+            runs.remove_created(created)
+            raise UsageError(f"--runs-root {root}: cannot create {path}: {exc.strerror or first_line(exc)}") from None
+    created.append(path)
+    return path, created, runs.lock_run_dir(path)
+
+
+def _undo_start(run_dir: Path, created: list[Path]) -> None:
+    """A run that never committed leaves nothing behind: its files, and the folders it created."""
+    if run_dir in created:
+        shutil.rmtree(run_dir, ignore_errors=True)
+    elif run_dir.is_dir():  # an empty directory given with --run-dir: empty it again
+        for child in run_dir.iterdir():
+            if child.name == runs.LOCK_FILE:
+                continue
+            if child.is_dir() and not child.is_symlink():
+                shutil.rmtree(child, ignore_errors=True)
+            else:
+                child.unlink(missing_ok=True)
+        (run_dir / runs.LOCK_FILE).unlink(missing_ok=True)
+    runs.remove_created([c for c in created if c != run_dir])
+
+
 def train(algo: str, env_id: str, *, steps: int | None = None, seed: int = 0, n_envs: int | None = None,
           device: str = "auto", backend: str = "local", workers: int | None = None, ray_address: str | None = None,
           config_file: Path | None = None, sets: dict | None = None, runs_root: Path | None = None,
@@ -132,8 +287,12 @@ def train(algo: str, env_id: str, *, steps: int | None = None, seed: int = 0, n_
     """Train a fresh run. Everything is validated before the run directory is created."""
     from rlkit import registry
 
+    global current_run_dir
     registry.check_algo(algo)
     registry.check_env(env_id)
+    if not 0 <= int(seed) <= MAX_SEED:
+        raise UsageError(f"--seed must be an integer in [0, {MAX_SEED}], got {seed}")
+    check_device(device)
     cls = registry.load_algo(algo)
     sets = dict(sets or {})
     if n_envs is not None:
@@ -145,61 +304,120 @@ def train(algo: str, env_id: str, *, steps: int | None = None, seed: int = 0, n_
         raise UsageError(f"--backend '{backend}' is not one of local, ray")
     if backend == "ray" and not getattr(cls, "supports_ray", False):
         raise UsageError(f"algorithm '{algo}' does not support --backend ray")
-    if run_dir is None:
-        run_dir = runs.new_run_dir(runs_root or runs.DEFAULT_ROOT, env_id, algo, seed)
-    elif Path(run_dir).exists() and any(Path(run_dir).iterdir()):
-        raise UsageError(f"--run-dir {run_dir} exists and is not empty (use --resume to continue it)")
+    check_env_for(cls, algo, env_id, env_kwargs)
     if checkpoint_every is None:
-        checkpoint_every = max(eval_every, steps // 10)
+        checkpoint_every = min(max(eval_every, steps // 10), CHECKPOINT_EVERY_CAP)
     settings = dict(algo=algo, env=env_id, env_kwargs=env_kwargs, seed=seed, total_steps=int(steps),
                     device=device, backend=backend, workers=workers, ray_address=ray_address,
                     eval_every=eval_every, eval_episodes=eval_episodes, stop_at_return=stop_at_return,
                     checkpoint_every=checkpoint_every, final_eval_episodes=int(final_eval_episodes),
                     hyperparams=asdict(cfg), versions=_versions())
 
-    run_dir = Path(run_dir)
-    created = not run_dir.exists()
-    run_dir.mkdir(parents=True, exist_ok=True)
+    run_dir, created, lock = _start_run_dir(runs_root, run_dir, env_id, algo, seed)
+    current_run_dir = run_dir
     try:
         runs.write_config(run_dir, settings)
-        return _run(cls, cfg, settings, run_dir, start_step=0, wall_offset=0.0, progress=progress)
+        return _run(cls, cfg, settings, run_dir, progress=progress, device=device)
     except BaseException:
-        # A run that never reached its first checkpoint is not worth keeping half-made.
-        if created and not any(runs.checkpoint_dir(run_dir).glob("step_*.pt")):
-            shutil.rmtree(run_dir, ignore_errors=True)
+        # A run that never reached its first commit is not worth keeping half-made.
+        if runs.committed_checkpoint(run_dir) is None:
+            _undo_start(run_dir, created)
         raise
+    finally:
+        lock.release()
 
 
-def resume(run_dir: Path, progress: bool = True, device: str | None = None) -> Path:
+def resume(run_dir: Path, progress: bool = True, device: str | None = None, steps: int | None = None) -> Path:
+    """Continue a run from its last commit (rlkit.runs.commit); run.json is rewritten from it first.
+
+    ``steps`` extends the run to that many steps (a solved run, or fewer steps than it has, is
+    refused); ``device`` replaces the one in config.yaml for this process. A run killed before its
+    first commit starts again from step 0; a finished run is left as it is.
+    """
+    global current_run_dir
+    run_dir = Path(run_dir)
+    runs.read_config(run_dir)  # exists, and is a run directory, before anything is written in it
+    lock = runs.lock_run_dir(run_dir)
+    current_run_dir = run_dir
+    try:
+        return _resume_locked(run_dir, progress, device, steps)
+    finally:
+        lock.release()
+
+
+def _resume_locked(run_dir: Path, progress: bool, device: str | None, steps: int | None) -> Path:
     from rlkit import registry
 
-    run_dir = Path(run_dir)
-    settings = runs.read_config(run_dir)
-    ckpt = runs.latest_checkpoint(run_dir)
-    for stale in runs.checkpoint_dir(run_dir).glob(".*.tmp"):  # left by a kill in mid-write
-        stale.unlink()
+    settings = runs.read_config(run_dir, training=True)
+    device = device or settings.get("device") or "auto"
+    check_device(device, hint=" (pass --device cpu to resume on the CPU)")
     cls = registry.load_algo(settings["algo"])
-    cfg = configlib.config_from_dict(cls.Config, settings.get("hyperparams") or {})
-    info = runs.read_run_json(run_dir)
-    return _run(cls, cfg, settings, run_dir, start_step=None, wall_offset=float(info.get("wall_s", 0.0)),
-                progress=progress, checkpoint=ckpt, device=device, info=info)
+    cfg = configlib.check_saved(cls.Config, settings.get("hyperparams") or {}, f"{run_dir / 'config.yaml'} hyperparams")
+    total = int(settings["total_steps"])
+    ckpt = runs.committed_checkpoint(run_dir)
+    if ckpt is None and not (run_dir / "run.json").exists():
+        # Killed before its first commit: nothing of it counts. Start again from step 0.
+        runs.clean_uncommitted(run_dir, None)
+        for events in run_dir.glob("events.out.tfevents.*"):
+            events.unlink()
+        extended = steps is not None and steps != total
+        if extended:
+            settings["total_steps"] = int(steps)
+        return _run(cls, cfg, settings, run_dir, progress=progress, device=device,
+                    on_ready=lambda: extended and runs.write_config(run_dir, settings))
+
+    if ckpt is None:
+        ckpt = runs.latest_checkpoint(run_dir)  # an older run without `latest`; none: exit 2
+    runs.clean_uncommitted(run_dir, ckpt)
+    info = runs.committed_state(ckpt)
+    if info is None:  # a checkpoint committed without its run state (older runs, World Models stages)
+        info = runs.load_run_info(run_dir) if (run_dir / "run.json").exists() else {}
+    done = int(info.get("steps", 0))
+    solved = info.get("solved_at_step") is not None
+    extended = steps is not None and steps != total
+    if extended:
+        if steps < done:
+            raise UsageError(f"--steps {steps} is fewer than the {done} steps {run_dir} has trained")
+        if solved:
+            raise UsageError(f"{run_dir} was solved at step {info['solved_at_step']}; a solved run is not "
+                             f"extended (--steps {steps})")
+        settings["total_steps"] = total = int(steps)
+    shown = runs.read_run_json(run_dir)
+    if (shown.get("status") in ("finished", "solved") and shown.get("steps") == done
+            and shown.get("total_steps") == total and (done >= total or solved)):
+        return run_dir  # finished: nothing to do, nothing rewritten
+
+    def ready():  # the checkpoint loaded: now config.yaml and run.json may change
+        if extended:
+            runs.write_config(run_dir, settings)
+        runs.write_run_json(run_dir, {**info, "status": "running"})  # run.json = the commit resumed from
+
+    return _run(cls, cfg, settings, run_dir, progress=progress, checkpoint=ckpt, device=device, info=info,
+                on_ready=ready)
 
 
-def _run(cls, cfg, settings, run_dir, start_step, wall_offset, progress, checkpoint=None, device=None,
-         info=None) -> Path:
+def _run(cls, cfg, settings, run_dir, progress, checkpoint=None, device=None, info=None, on_ready=None) -> Path:
+    """Build (or load from ``checkpoint``) the agent, call ``on_ready()`` once it exists, train,
+    evaluate, commit the last checkpoint, confirm, and write the final run.json."""
     from rlkit.checkpoint import load_agent_checkpoint
 
     env_id, seed, total = settings["env"], int(settings["seed"]), int(settings["total_steps"])
     device = device or settings.get("device", "auto")
+    committed = json.loads(json.dumps(info)) if checkpoint is not None else None
     info = dict(info or {})
+    wall_offset = float(info.get("wall_s", 0.0))
+    solved = info.get("solved_at_step") is not None
     info.update(algo=settings["algo"], env=env_id, seed=seed, total_steps=total, run_dir=str(run_dir))
     info.pop("status", None)
     info.pop("final_eval", None)  # a resumed run is confirmed again when it ends
 
+    start_step = 0
     if checkpoint is not None:
         agent = load_agent_checkpoint(cls, checkpoint, env_id, settings.get("env_kwargs") or {}, device,
                                       algo=settings["algo"])
         start_step = int(agent.num_timesteps)
+        if on_ready is not None:
+            on_ready()
     logger = Logger(run_dir, progress=progress, total_steps=total, desc=f"{settings['algo']} {env_id}",
                     initial_step=start_step)
     # torch imports its compiler stack (~1 s) on the first optimizer construction; importing it here
@@ -210,7 +428,7 @@ def _run(cls, cfg, settings, run_dir, start_step, wall_offset, progress, checkpo
     callback = TrainingCallback(run_dir, env_id, settings.get("env_kwargs") or {}, logger, info,
                                 int(settings["eval_every"]), int(settings["eval_episodes"]),
                                 settings.get("stop_at_return"), int(settings["checkpoint_every"]),
-                                start_step=start_step, wall_offset=wall_offset)
+                                start_step=start_step, wall_offset=wall_offset, committed=committed, solved=solved)
     callback.t0 = t0
     try:
         if checkpoint is None:
@@ -218,20 +436,27 @@ def _run(cls, cfg, settings, run_dir, start_step, wall_offset, progress, checkpo
                                env_kwargs=settings.get("env_kwargs") or {}, n_envs=getattr(cfg, "n_envs", None),
                                backend=settings.get("backend", "local"), workers=settings.get("workers"),
                                ray_address=settings.get("ray_address"))
+            if on_ready is not None:
+                on_ready()
         else:
             agent.logger, agent.run_dir = logger, run_dir
-        agent.learn(total, callback=callback)
+        if not callback.solved:  # a run resumed from its solving commit does not train on
+            agent.learn(total, callback=callback)
         steps = int(agent.num_timesteps)
-        if callback.last_eval is None or callback.info.get("evals", [[None]])[-1][0] != steps:
+        evals = callback.info.get("evals") or []
+        if not evals or evals[-1][0] != steps:  # resuming a committed end evaluates nothing twice
             callback.run_eval(steps, agent)
-        if callback.last_ckpt_step != steps or not any(runs.checkpoint_dir(run_dir).glob("step_*.pt")):
+        if callback.committed is None or callback.committed.get("steps") != steps:
             callback.checkpoint(steps, agent)
         wall_s = callback.wall()  # the confirmation below is scoring, not training time
         if int(settings.get("final_eval_episodes", 100)) > 0:
             callback.confirm(agent, int(settings.get("final_eval_episodes", 100)))
         callback.write_info(steps, status="solved" if callback.solved else "finished", wall_s=wall_s)
-    except BaseException:
-        info["status"] = "interrupted"
+    except BaseException as exc:
+        try:
+            callback.mark_stopped("interrupted" if isinstance(exc, KeyboardInterrupt) else "failed")
+        except OSError:  # a full disk must not hide the error that stopped the run
+            pass
         raise
     finally:
         logger.close()
