@@ -1,27 +1,128 @@
-"""The CLI verbs. Bad input raises UsageError -> one line on stderr, exit code 2."""
+"""The CLI verbs. Bad input raises UsageError -> one line on stderr, exit code 2.
+
+``dispatch`` is the one top-level handler (docs/architecture.md §4): UsageError -> exit 2 and its
+message as one line; Ctrl-C -> 130, SIGTERM -> 143 (a run stops as on Ctrl-C); a closed stdout
+pipe (``rlkit list | head -1``) -> quiet, 141; anything else -> exit 1 and one line naming the
+crash log that holds the traceback (in the run directory being trained, else a temp file).
+"""
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
+import threading
+import time
 from pathlib import Path
 
-from rlkit.errors import UsageError
+from rlkit.errors import Terminated, UsageError, first_line
+
+
+def _one_line(text: str) -> str:
+    return " ".join(line.strip() for line in str(text).splitlines() if line.strip())
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated()
 
 
 def dispatch(args) -> int:
     if not getattr(args, "window", False):  # headless unless a window was asked for
         os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
     os.environ.setdefault("SDL_AUDIODRIVER", "dummy")  # no ALSA noise on machines without sound
+    training = sys.modules.get("rlkit.training")
+    if training is not None:
+        training.current_run_dir = None
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _raise_terminated) if main_thread else None
     try:
-        return COMMANDS[args.command](args) or 0
+        code = COMMANDS[args.command](args) or 0
+        sys.stdout.flush()  # a closed pipe shows here, inside the handler, not at interpreter exit
+        return code
     except UsageError as exc:
-        print(f"rlkit: error: {exc}", file=sys.stderr)
+        print(f"rlkit: error: {_one_line(exc)}", file=sys.stderr)
         return 2
+    except Terminated:
+        print("rlkit: terminated", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
         print("rlkit: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        _drop_stdout()
+        return 141
+    except Exception as exc:  # noqa: BLE001  the last resort: one line, the traceback in a file
+        path = _crash_log(exc)
+        print(f"rlkit: unexpected error: {type(exc).__name__}: {_one_line(first_line(exc))} "
+              f"(traceback in {path})", file=sys.stderr)
+        return 1
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _drop_stdout() -> None:
+    """The reader of our stdout has gone: send what is still buffered to /dev/null, so the
+    interpreter's final flush does not fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):  # stdout is not a file (captured in tests)
+        pass
+
+
+def _crash_log(exc: BaseException) -> str:
+    """Write the traceback to RUN_DIR/crash.log (the run being trained) or a temp file; its path."""
+    import tempfile
+    import traceback
+
+    text = (f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} rlkit {' '.join(sys.argv[1:])}\n"
+            + "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
+    training = sys.modules.get("rlkit.training")
+    run_dir = getattr(training, "current_run_dir", None)
+    if run_dir is not None and Path(run_dir).is_dir():
+        try:
+            path = Path(run_dir) / "crash.log"
+            with open(path, "a") as f:
+                f.write(text)
+            return str(path)
+        except OSError:
+            pass
+    fd, path = tempfile.mkstemp(prefix="rlkit-crash-", suffix=".log")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    return path
+
+
+def _writable_file(out: Path, flag: str) -> None:
+    """Refuse an output file that cannot be written, before the work that produces it."""
+    from rlkit.runs import check_creatable
+
+    if out.is_dir():
+        raise UsageError(f"{flag} {out} is a directory, not a file")
+    check_creatable(out.parent, flag, shown=out)
+
+
+def _output_errors(out: Path, files: list[Path], flag: str):
+    """OSErrors on writing ``files`` (or on making the folders above them) become one-line usage
+    errors naming ``flag out``; any other OSError goes on."""
+    import contextlib
+
+    ours = {p.resolve() for f in files for p in (f, *f.parents)}
+
+    @contextlib.contextmanager
+    def guard():
+        try:
+            yield
+        except OSError as exc:
+            name = getattr(exc, "filename", None)
+            if name is None or Path(name).resolve() not in ours:
+                raise
+            raise UsageError(f"{flag} {out} cannot be written: {exc.strerror or first_line(exc)}") from None
+
+    return guard()
 
 
 def cmd_list(args) -> int:
@@ -44,23 +145,46 @@ def cmd_list(args) -> int:
     return 0
 
 
+# Options that set up a new run; --resume continues a run with the settings in its config.yaml.
+NEW_RUN_ONLY = (("algo", "--algo"), ("env", "--env"), ("seed", "--seed"), ("n_envs", "--n-envs"),
+                ("backend", "--backend"), ("workers", "--workers"), ("ray_address", "--ray-address"),
+                ("config", "--config"), ("set", "--set"), ("runs_root", "--runs-root"), ("run_dir", "--run-dir"),
+                ("eval_every", "--eval-every"), ("eval_episodes", "--eval-episodes"),
+                ("stop_at_return", "--stop-at-return"), ("final_eval_episodes", "--final-eval-episodes"),
+                ("checkpoint_every", "--checkpoint-every"))
+
+
+def _given(args, dest):
+    return getattr(args, dest, None) is not None
+
+
 def cmd_train(args) -> int:
     from rlkit import config as configlib
     from rlkit import training
 
     progress = not args.no_progress
     if args.resume:
-        run_dir = training.resume(Path(args.resume), progress=progress)
+        given = [flag for dest, flag in NEW_RUN_ONLY if _given(args, dest)]
+        if given:
+            raise UsageError(f"--resume continues {args.resume} with the settings in its config.yaml: "
+                             f"{', '.join(given)} cannot change them (with --resume, --steps extends the run "
+                             f"and --device picks the device)")
+        run_dir = training.resume(Path(args.resume), progress=progress, device=args.device, steps=args.steps)
     else:
         if not args.algo or not args.env:
             raise UsageError("train needs --algo and --env (or --resume RUN_DIR)")
+
+        def default(value, fallback):
+            return fallback if value is None else value
+
         run_dir = training.train(
-            args.algo, args.env, steps=args.steps, seed=args.seed, n_envs=args.n_envs, device=args.device,
-            backend=args.backend, workers=args.workers, ray_address=args.ray_address,
-            config_file=Path(args.config) if args.config else None, sets=configlib.parse_set(args.set),
-            runs_root=Path(args.runs_root), run_dir=Path(args.run_dir) if args.run_dir else None,
-            eval_every=args.eval_every, eval_episodes=args.eval_episodes, stop_at_return=args.stop_at_return,
-            checkpoint_every=args.checkpoint_every, final_eval_episodes=args.final_eval_episodes,
+            args.algo, args.env, steps=args.steps, seed=default(args.seed, 0), n_envs=args.n_envs,
+            device=default(args.device, "auto"), backend=default(args.backend, "local"), workers=args.workers,
+            ray_address=args.ray_address, config_file=Path(args.config) if args.config else None,
+            sets=configlib.parse_set(args.set or []), runs_root=Path(default(args.runs_root, "runs")),
+            run_dir=Path(args.run_dir) if args.run_dir else None, eval_every=default(args.eval_every, 10_000),
+            eval_episodes=default(args.eval_episodes, 10), stop_at_return=args.stop_at_return,
+            checkpoint_every=args.checkpoint_every, final_eval_episodes=default(args.final_eval_episodes, 100),
             progress=progress)
     from rlkit.runs import read_run_json
 
@@ -101,17 +225,28 @@ def cmd_eval(args) -> int:
 def cmd_render(args) -> int:
     from rlkit.render import render_run
 
-    out = render_run(Path(args.run_dir), episodes=args.episodes, seed=args.seed,
-                     out=Path(args.out) if args.out else None, window=args.window)
-    if out is not None:
-        print(f"wrote {out}")
+    out = Path(args.out) if args.out else None
+    if not args.window:  # the file is checked before episodes are rendered, not after
+        _writable_file(out or Path(args.run_dir) / "videos" / "episode.gif", "--out")
+    target = out or Path(args.run_dir) / "videos" / "episode.gif"
+    tmp = target.with_name(f".{target.stem}.tmp{target.suffix}")  # rlkit.render.write_video's temp file
+    with _output_errors(target, [target, tmp], "--out"):
+        written = render_run(Path(args.run_dir), episodes=args.episodes, seed=args.seed, out=out, window=args.window)
+    if written is not None:
+        print(f"wrote {written}")
     return 0
 
 
 def cmd_compare(args) -> int:
     from rlkit.compare import compare
+    from rlkit.runs import check_creatable
 
-    compare([Path(p) for p in args.paths], out=Path(args.out) if args.out else None, threshold=args.threshold)
+    out = Path(args.out or args.paths[0])
+    if out.is_file():  # as rlkit.compare does: the files go next to it
+        out = out.parent
+    check_creatable(out, "--out")
+    with _output_errors(out, [out / "comparison.md", out / "comparison.png"], "--out"):
+        compare([Path(p) for p in args.paths], out=Path(args.out) if args.out else None, threshold=args.threshold)
     return 0
 
 
