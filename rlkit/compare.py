@@ -8,6 +8,7 @@ back to their last periodic evaluation, and the table says how many did.
 from __future__ import annotations
 
 import math
+import sys
 from collections import defaultdict
 from pathlib import Path
 
@@ -75,15 +76,20 @@ def final_score(run_dir: Path, info: dict, per_step: bool, tag: str) -> tuple[fl
 def collect(paths) -> dict:
     """{env: {algo: [run record, ...]}} for every run under paths."""
     table: dict = defaultdict(lambda: defaultdict(list))
+    skipped = []
     for run_dir in runs.find_runs(paths):
-        try:
+        try:  # a damaged config.yaml or run.json: skip the run, and say which and why
             settings = runs.read_config(run_dir)
-        except UsageError:
+            info = runs.load_run_info(run_dir) if (run_dir / "run.json").exists() else {}
+        except UsageError as exc:
+            skipped.append((run_dir, str(exc)))
             continue
-        info = runs.read_run_json(run_dir)
         table[settings["env"]][settings["algo"]].append({"dir": run_dir, "settings": settings, "info": info})
     if not table:
-        raise UsageError(f"no rlkit runs under {', '.join(str(p) for p in paths)}")
+        reason = "; skipped " + "; ".join(f"{d} ({why})" for d, why in skipped) if skipped else ""
+        raise UsageError(f"no usable rlkit runs under {', '.join(str(p) for p in paths)}{reason}")
+    for run_dir, why in skipped:
+        print(f"rlkit: skipped run {run_dir}: {why}", file=sys.stderr)
     return table
 
 
