@@ -58,8 +58,8 @@ def dispatch(args) -> int:
               f"(traceback in {path})", file=sys.stderr)
         return 1
     finally:
-        if main_thread:
-            signal.signal(signal.SIGTERM, previous)
+        if main_thread:  # None: a handler installed outside Python; the default is the closest
+            signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
 
 
 def _drop_stdout() -> None:
