@@ -2,6 +2,10 @@
 
 Every agent (and the SB3 adapters) logs through this, so `tensorboard --logdir runs/<env>`
 overlays all algorithms on one chart with x = environment steps (docs/architecture.md §5).
+
+Each evaluation of a run is reported on the console (``evaluation``): in the progress bar's
+postfix when a bar is shown (stdout is a terminal), otherwise as one line on stdout, so that a run
+writing to a log file, CI or nohup says how it goes. ``echo=False`` (``--quiet``) silences it.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import numpy as np
 
 class Logger:
     def __init__(self, log_dir: Path | None = None, progress: bool = True, total_steps: int = 0,
-                 desc: str = "train", initial_step: int = 0):
+                 desc: str = "train", initial_step: int = 0, echo: bool = False):
         self.writer = None
         if log_dir is not None:
             from torch.utils.tensorboard import SummaryWriter
@@ -32,6 +36,8 @@ class Logger:
                              dynamic_ncols=True, smoothing=0.1)
         self._last_step = initial_step
         self._fps_t, self._fps_step = time.perf_counter(), initial_step
+        self.echo = echo
+        self._eval_post: dict[str, str] = {}  # the last evaluation, kept in every postfix
 
     # --- scalars -------------------------------------------------------------------------
     def scalar(self, tag: str, value: float, step: int) -> None:
@@ -71,10 +77,28 @@ class Logger:
             post = {}
             if self.ep_returns:
                 post["ret"] = f"{np.mean(self.ep_returns):.1f}"
+            post.update(self._eval_post)
             post.update(fields)
             if post:
                 self._bar.set_postfix(post, refresh=False)
         self._last_step = max(self._last_step, step)
+
+    def evaluation(self, step: int, mean: float, std: float, episodes: int, best: float, elapsed: float,
+                   note: str = "") -> None:
+        """Report one evaluation: ``step N: eval mean ± std over k episodes, best b, elapsed s``."""
+        if not self.echo:
+            return
+        if self._bar is not None:
+            self._eval_post = {"eval": f"{mean:.1f}±{std:.1f}", "best": f"{best:.1f}"}
+            self._bar.set_postfix({**({"ret": f"{np.mean(self.ep_returns):.1f}"} if self.ep_returns else {}),
+                                   **self._eval_post}, refresh=True)
+            return
+        line = (f"step {int(step)}: eval {mean:.2f} ± {std:.2f} over {int(episodes)} episodes, best {best:.2f}, "
+                f"elapsed {elapsed:.1f} s{note}")
+        try:
+            print(line, flush=True)
+        except BrokenPipeError:  # the reader of stdout has gone: training goes on without it
+            self.echo = False
 
     def flush(self) -> None:
         if self.writer is not None:

@@ -11,6 +11,12 @@ wall time), then ``latest`` is moved to name them. Moving ``latest`` is the comm
 readable copy of the committed state, rewritten from it on resume. A kill at any instant leaves
 the last commit, and files of a commit that never happened are removed on resume
 (``clean_uncommitted``).
+
+The best checkpoint rides on the same commit. When a stop-check evaluation beats every earlier one,
+the agent is written to ``best_<step>.pt`` (staged) and the run state names it (``best``); the
+commit that carries that run state then renames it to ``best.pt`` (``promote_best``). A kill after
+``latest`` moved but before the rename is finished on resume; a staged file that no commit names is
+removed. So ``best.pt`` is always a whole checkpoint, and the one run.json's ``best`` describes.
 """
 
 from __future__ import annotations
@@ -261,6 +267,10 @@ def run_info_problem(info) -> str | None:
     if not isinstance(evals, list) or not all(
             isinstance(e, list) and len(e) == 3 and _is_int(e[0]) and all(_is_number(x) for x in e[1:]) for e in evals):
         return "evals is not a list of [step, seconds, mean return]"
+    best = info.get("best")
+    if best is not None and not (isinstance(best, dict) and _is_int(best.get("step")) and best["step"] >= 0
+                                 and _is_number(best.get("mean_return"))):
+        return "best is not an object with an integer step and a mean_return"
     final = info.get("final_eval")
     if final is not None and not (isinstance(final, dict) and all(
             _is_number(final[k]) for k in ("mean_return", "std_return", "episodes") if k in final)):
@@ -338,9 +348,34 @@ def _step_of(path: Path) -> int:
 
 
 def commit(run_dir: Path, ckpt: Path, info: dict, keep: int = 3) -> None:
-    """Commit a checkpoint already written at ``ckpt``: its run state next to it, then ``latest``."""
+    """Commit a checkpoint already written at ``ckpt``: its run state next to it, then ``latest``;
+    then the staged best checkpoint that run state names becomes ``best.pt``."""
     atomic_write_text(state_path(ckpt), json.dumps(info))
     mark_latest(run_dir, ckpt, keep)
+    promote_best(run_dir, info)
+
+
+BEST_FILE = "best.pt"
+
+
+def staged_best(run_dir: Path, step: int) -> Path:
+    """Where the agent of a new best evaluation at ``step`` waits for the next commit."""
+    return checkpoint_dir(run_dir) / f"best_{int(step)}.pt"
+
+
+def promote_best(run_dir: Path, state: dict | None) -> None:
+    """Make the staged best checkpoint named by a committed run state ``best.pt``; remove every other
+    staged one (superseded, or never committed)."""
+    ckdir = checkpoint_dir(run_dir)
+    best = (state or {}).get("best")
+    keep = None
+    if isinstance(best, dict) and _is_int(best.get("step")):
+        keep = staged_best(run_dir, best["step"])
+        if keep.is_file():
+            os.replace(keep, ckdir / BEST_FILE)
+    for path in ckdir.glob("best_*.pt"):
+        if path != keep:
+            path.unlink(missing_ok=True)
 
 
 def mark_latest(run_dir: Path, ckpt: Path, keep: int = 3) -> None:
@@ -366,6 +401,9 @@ def clean_uncommitted(run_dir: Path, committed: Path | None) -> None:
         for path in checkpoint_dir(run_dir).glob(pattern):
             if _step_of(path) > limit or committed is None:
                 path.unlink(missing_ok=True)
+    if committed is None:
+        (checkpoint_dir(run_dir) / BEST_FILE).unlink(missing_ok=True)
+    promote_best(run_dir, committed_state(committed) if committed is not None else None)
 
 
 def find_runs(paths) -> list[Path]:
@@ -382,17 +420,62 @@ def find_runs(paths) -> list[Path]:
     return found
 
 
-def load_run(run_dir: Path, device: str = "cpu"):
-    """(agent, settings) for the latest checkpoint of a run directory.
+CHOICES = "best, latest or step_<n>"
 
-    Takes no lock: a writer may prune the checkpoint just read from ``latest``; then ``latest``
-    names a newer one, so it is read again."""
+
+def parse_checkpoint_name(text: str) -> str:
+    """``best``, ``latest`` or ``step_<n>`` (``<n>`` alone and a ``.pt`` suffix are accepted too)."""
+    name = str(text).strip()
+    if name.endswith(".pt"):
+        name = name[:-3]
+    if name.isdigit():
+        name = f"step_{name}"
+    if name in ("best", "latest"):
+        return name
+    if name.startswith("step_") and name[5:].isdigit():
+        return f"step_{int(name[5:])}"
+    raise UsageError(f"--checkpoint '{text}' is not one of {CHOICES}")
+
+
+def available_checkpoints(run_dir: Path) -> str:
+    """What ``--checkpoint`` can name in a run, for error messages."""
+    ckdir = checkpoint_dir(run_dir)
+    names = [p.stem for p in sorted(ckdir.glob("step_*.pt"), key=_step_of)]
+    if (ckdir / BEST_FILE).is_file():
+        names.insert(0, "best")
+    return ", ".join(["latest", *names]) if names else "none"
+
+
+def find_checkpoint(run_dir: Path, which: str = "latest") -> Path:
+    """The checkpoint file ``--checkpoint which`` names in a run directory (UsageError if it has none)."""
+    which = parse_checkpoint_name(which)
+    if which == "latest":
+        return latest_checkpoint(run_dir)
+    if not Path(run_dir).is_dir():
+        raise UsageError(f"run directory {run_dir} does not exist")
+    if which == "best":
+        path = checkpoint_dir(run_dir) / BEST_FILE
+        if not path.is_file():
+            raise UsageError(f"{run_dir} has no best checkpoint (checkpoints/{BEST_FILE} is written at the first "
+                             f"commit after an evaluation; available: {available_checkpoints(run_dir)})")
+        return path
+    path = checkpoint_dir(run_dir) / f"{which}.pt"
+    if not path.is_file():
+        raise UsageError(f"{run_dir} has no checkpoint {which} (available: {available_checkpoints(run_dir)})")
+    return path
+
+
+def load_run(run_dir: Path, device: str = "cpu", checkpoint: str = "latest"):
+    """(agent, settings) for a checkpoint of a run directory (``latest``, ``best`` or ``step_<n>``).
+
+    Takes no lock: a writer may prune the checkpoint just read from ``latest`` (or replace
+    ``best.pt``); then the name resolves to a newer file, so it is read again."""
     from rlkit import registry
 
     settings = read_config(run_dir)
     cls = registry.load_algo(settings["algo"])
     for attempt in range(3):
-        ckpt = latest_checkpoint(run_dir)
+        ckpt = find_checkpoint(run_dir, checkpoint)
         try:
             agent = load_agent_checkpoint(cls, ckpt, settings["env"], settings.get("env_kwargs") or {}, device,
                                           algo=settings["algo"])

@@ -13,6 +13,12 @@ run, and one commit point per checkpoint (rlkit.runs.commit): the agent file, th
 instant and resumed ends with the run.json and parameters of an uninterrupted run (on-policy
 agents; tests/test_robustness.py). A run that stops before its first commit leaves nothing
 behind (Ctrl-C, SIGTERM, an error) or, after SIGKILL, a directory that ``resume`` starts from step 0.
+
+The best stop-check evaluation so far is run.json's ``best`` (step, mean return); its agent is
+staged when it is evaluated and becomes ``checkpoints/best.pt`` with the next commit
+(rlkit.runs.promote_best). Every evaluation is reported on the console (rlkit.logger
+``Logger.evaluation``). config.yaml's ``provenance`` records the command line, the working
+directory and the git commit of the code that ran.
 """
 
 from __future__ import annotations
@@ -20,7 +26,10 @@ from __future__ import annotations
 import inspect
 import json
 import math
+import os
+import shlex
 import shutil
+import subprocess
 import sys
 import time
 from dataclasses import asdict
@@ -67,6 +76,9 @@ class TrainingCallback:
         self.last_ckpt_step = start_step
         self.committed = committed
         self.info["stop_check"] = {"seed": EVAL_SEED, "episodes": int(eval_episodes)}
+        best = self.info.get("best")
+        self.best: dict | None = best if isinstance(best, dict) and "mean_return" in best else None
+        self.staged: Path | None = None  # the best agent written since the last commit
 
     def wall(self) -> float:
         return self.wall_offset + time.perf_counter() - self.t0
@@ -80,6 +92,7 @@ class TrainingCallback:
                 self.solved = True
                 self.info["solved_at_step"] = int(num_timesteps)
                 self.info["solved_at_s"] = round(self.wall(), 3)
+            self.after_eval(num_timesteps, agent)
         if num_timesteps >= self.next_ckpt or self.solved:
             self.next_ckpt = (num_timesteps // self.checkpoint_every + 1) * self.checkpoint_every
             self.checkpoint(num_timesteps, agent)
@@ -96,6 +109,25 @@ class TrainingCallback:
             [int(num_timesteps), round(self.wall(), 3), round(result["mean_return"], 4)])
         return result
 
+    def after_eval(self, num_timesteps: int, agent) -> None:
+        """After an evaluation is scored (and ``solved_at_*`` taken): stage the agent if it is the best
+        so far (rlkit.runs.promote_best makes it best.pt at the next commit), and report the evaluation."""
+        result = self.last_eval
+        mean = round(result["mean_return"], 4)
+        if self.best is None or mean > self.best["mean_return"]:
+            path = runs.staged_best(self.run_dir, num_timesteps)
+            agent.save(path)
+            if self.staged is not None and self.staged != path:
+                self.staged.unlink(missing_ok=True)  # superseded before any commit named it
+            self.staged = path
+            self.best = {"step": int(num_timesteps), "mean_return": mean}
+            self.info["best"] = dict(self.best)
+        note = ""
+        if self.solved and self.info.get("solved_at_step") == int(num_timesteps):
+            note = f", solved (>= {self.stop_at_return:g})"
+        self.logger.evaluation(num_timesteps, result["mean_return"], result["std_return"], result["episodes"],
+                               self.best["mean_return"], self.wall(), note)
+
     def confirm(self, agent, episodes: int) -> dict:
         """Score the final policy on fresh episodes, seeded after every stop-check seed."""
         seed = max(CONFIRM_SEED, EVAL_SEED + self.eval_episodes)
@@ -109,13 +141,20 @@ class TrainingCallback:
         """Write the agent, commit it with the run state (rlkit.runs.commit), then run.json."""
         path = runs.checkpoint_dir(self.run_dir) / f"step_{num_timesteps}.pt"
         agent.save(path)
+        self.commit(num_timesteps, path)
+        return path
+
+    def commit(self, num_timesteps: int, path: Path) -> None:
+        """Commit the run state with the agent file at ``path`` (written before), then run.json.
+        Committing the state of an already committed step again (after a last evaluation) is safe:
+        the run state is replaced atomically and ``latest`` names the same file."""
         self.info.update(steps=int(num_timesteps), wall_s=round(self.wall(), 3), status="running")
         state = json.loads(json.dumps(self.info))  # a copy, as it is committed
-        runs.commit(self.run_dir, path, state)
+        runs.commit(self.run_dir, path, state)  # also turns the staged best agent into best.pt
         self.committed = state
+        self.staged = None
         self.last_ckpt_step = num_timesteps
         runs.write_run_json(self.run_dir, state)
-        return path
 
     def write_info(self, num_timesteps: int, status: str, wall_s: float | None = None) -> None:
         wall_s = self.wall() if wall_s is None else wall_s
@@ -146,6 +185,35 @@ def _versions() -> dict:
     except ImportError:  # pragma: no cover
         pass
     return out
+
+
+def _git_commit() -> str:
+    """The git commit of the code that runs (the checkout holding rlkit/), "+ uncommitted changes"
+    when its tracked files differ from it, or "not a git checkout" (an installed copy)."""
+    import rlkit
+
+    root = Path(rlkit.__file__).resolve().parent.parent
+
+    def git(*args):
+        return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=10)
+
+    try:
+        top = git("rev-parse", "--show-toplevel")
+        if top.returncode != 0 or Path(top.stdout.strip()).resolve() != root:
+            return "not a git checkout"
+        head = git("rev-parse", "HEAD")
+        if head.returncode != 0:
+            return f"unknown ({first_line(head.stderr or 'git rev-parse HEAD failed')})"
+        dirty = git("status", "--porcelain", "--untracked-files=no")
+    except (OSError, subprocess.SubprocessError) as exc:  # no git on this machine
+        return f"unknown ({first_line(exc)})"
+    return head.stdout.strip() + (" + uncommitted changes" if dirty.stdout.strip() else "")
+
+
+def provenance(command: list[str] | None = None) -> dict:
+    """config.yaml's record of how a run was started: the command line, where, and which code."""
+    argv = ["rlkit", *command] if command is not None else [Path(sys.executable).name, *sys.argv]
+    return {"command": shlex.join(str(a) for a in argv), "cwd": os.getcwd(), "git_commit": _git_commit()}
 
 
 def _construct(cls, env_id, cfg, **kwargs):
@@ -283,8 +351,12 @@ def train(algo: str, env_id: str, *, steps: int | None = None, seed: int = 0, n_
           config_file: Path | None = None, sets: dict | None = None, runs_root: Path | None = None,
           run_dir: Path | None = None, eval_every: int = 10_000, eval_episodes: int = 10,
           stop_at_return: float | None = None, checkpoint_every: int | None = None,
-          final_eval_episodes: int = 100, progress: bool = True) -> Path:
-    """Train a fresh run. Everything is validated before the run directory is created."""
+          final_eval_episodes: int = 100, progress: bool = True, quiet: bool = False,
+          command: list[str] | None = None) -> Path:
+    """Train a fresh run. Everything is validated before the run directory is created.
+
+    ``quiet``: no progress bar and no evaluation lines. ``command``: the CLI arguments, recorded in
+    config.yaml (default: this process's command line)."""
     from rlkit import registry
 
     global current_run_dir
@@ -311,13 +383,13 @@ def train(algo: str, env_id: str, *, steps: int | None = None, seed: int = 0, n_
                     device=device, backend=backend, workers=workers, ray_address=ray_address,
                     eval_every=eval_every, eval_episodes=eval_episodes, stop_at_return=stop_at_return,
                     checkpoint_every=checkpoint_every, final_eval_episodes=int(final_eval_episodes),
-                    hyperparams=asdict(cfg), versions=_versions())
+                    hyperparams=asdict(cfg), versions=_versions(), provenance=provenance(command))
 
     run_dir, created, lock = _start_run_dir(runs_root, run_dir, env_id, algo, seed)
     current_run_dir = run_dir
     try:
         runs.write_config(run_dir, settings)
-        return _run(cls, cfg, settings, run_dir, progress=progress, device=device)
+        return _run(cls, cfg, settings, run_dir, progress=progress, device=device, quiet=quiet)
     except BaseException:
         # A run that never reached its first commit is not worth keeping half-made.
         if runs.committed_checkpoint(run_dir) is None:
@@ -327,7 +399,8 @@ def train(algo: str, env_id: str, *, steps: int | None = None, seed: int = 0, n_
         lock.release()
 
 
-def resume(run_dir: Path, progress: bool = True, device: str | None = None, steps: int | None = None) -> Path:
+def resume(run_dir: Path, progress: bool = True, device: str | None = None, steps: int | None = None,
+           quiet: bool = False) -> Path:
     """Continue a run from its last commit (rlkit.runs.commit); run.json is rewritten from it first.
 
     ``steps`` extends the run to that many steps (a solved run, or fewer steps than it has, is
@@ -340,12 +413,12 @@ def resume(run_dir: Path, progress: bool = True, device: str | None = None, step
     lock = runs.lock_run_dir(run_dir)
     current_run_dir = run_dir
     try:
-        return _resume_locked(run_dir, progress, device, steps)
+        return _resume_locked(run_dir, progress, device, steps, quiet)
     finally:
         lock.release()
 
 
-def _resume_locked(run_dir: Path, progress: bool, device: str | None, steps: int | None) -> Path:
+def _resume_locked(run_dir: Path, progress: bool, device: str | None, steps: int | None, quiet: bool) -> Path:
     from rlkit import registry
 
     settings = runs.read_config(run_dir, training=True)
@@ -363,7 +436,7 @@ def _resume_locked(run_dir: Path, progress: bool, device: str | None, steps: int
         extended = steps is not None and steps != total
         if extended:
             settings["total_steps"] = int(steps)
-        return _run(cls, cfg, settings, run_dir, progress=progress, device=device,
+        return _run(cls, cfg, settings, run_dir, progress=progress, device=device, quiet=quiet,
                     on_ready=lambda: extended and runs.write_config(run_dir, settings))
 
     if ckpt is None:
@@ -393,10 +466,11 @@ def _resume_locked(run_dir: Path, progress: bool, device: str | None, steps: int
         runs.write_run_json(run_dir, {**info, "status": "running"})  # run.json = the commit resumed from
 
     return _run(cls, cfg, settings, run_dir, progress=progress, checkpoint=ckpt, device=device, info=info,
-                on_ready=ready)
+                on_ready=ready, quiet=quiet)
 
 
-def _run(cls, cfg, settings, run_dir, progress, checkpoint=None, device=None, info=None, on_ready=None) -> Path:
+def _run(cls, cfg, settings, run_dir, progress, checkpoint=None, device=None, info=None, on_ready=None,
+         quiet=False) -> Path:
     """Build (or load from ``checkpoint``) the agent, call ``on_ready()`` once it exists, train,
     evaluate, commit the last checkpoint, confirm, and write the final run.json."""
     from rlkit.checkpoint import load_agent_checkpoint
@@ -418,8 +492,8 @@ def _run(cls, cfg, settings, run_dir, progress, checkpoint=None, device=None, in
         start_step = int(agent.num_timesteps)
         if on_ready is not None:
             on_ready()
-    logger = Logger(run_dir, progress=progress, total_steps=total, desc=f"{settings['algo']} {env_id}",
-                    initial_step=start_step)
+    logger = Logger(run_dir, progress=progress and not quiet, total_steps=total, desc=f"{settings['algo']} {env_id}",
+                    initial_step=start_step, echo=not quiet)
     # torch imports its compiler stack (~1 s) on the first optimizer construction; importing it here
     # keeps library import time off the training clock for every algorithm alike.
     import torch._dynamo  # noqa: F401
@@ -444,10 +518,14 @@ def _run(cls, cfg, settings, run_dir, progress, checkpoint=None, device=None, in
             agent.learn(total, callback=callback)
         steps = int(agent.num_timesteps)
         evals = callback.info.get("evals") or []
-        if not evals or evals[-1][0] != steps:  # resuming a committed end evaluates nothing twice
+        evaluated = not evals or evals[-1][0] != steps  # resuming a committed end evaluates nothing twice
+        if evaluated:
             callback.run_eval(steps, agent)
+            callback.after_eval(steps, agent)
         if callback.committed is None or callback.committed.get("steps") != steps:
             callback.checkpoint(steps, agent)
+        elif evaluated:  # step `steps` was committed before its last evaluation: commit that evaluation too
+            callback.commit(steps, runs.checkpoint_dir(run_dir) / f"step_{steps}.pt")
         wall_s = callback.wall()  # the confirmation below is scoring, not training time
         if int(settings.get("final_eval_episodes", 100)) > 0:
             callback.confirm(agent, int(settings.get("final_eval_episodes", 100)))
