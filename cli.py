@@ -9,7 +9,8 @@ EXAMPLES = """examples:
   rlkit list
   rlkit train --algo ppo --env CartPole-v1 --stop-at-return 475 --eval-every 5120 --seed 0
   rlkit train --algo sb3-ppo --env rlkit/GridWorld-v0 --steps 50000 --set learning_rate=1e-3
-  rlkit eval runs/CartPole-v1/ppo__s0__20260101-120000 --json
+  rlkit train --algo ppo --env CartPole-v1 --stop-at-return 475 --eval-every 5120 --seeds 0 1 2
+  rlkit eval runs/CartPole-v1/ppo__s0__20260101-120000 --json --checkpoint best
   rlkit render runs/CartPole-v1/ppo__s0__20260101-120000 --out cartpole.gif
   rlkit compare runs/CartPole-v1
   rlkit tensorboard
@@ -52,6 +53,23 @@ def _float(text: str) -> float:
     return value
 
 
+def _checkpoint(text: str) -> str:
+    """best | latest | step_<n> (also <n>, step_<n>.pt); the rule is rlkit.runs.parse_checkpoint_name."""
+    from rlkit.errors import UsageError
+    from rlkit.runs import parse_checkpoint_name
+
+    try:
+        return parse_checkpoint_name(text)
+    except UsageError:
+        raise argparse.ArgumentTypeError(f"expected best, latest or step_<n>, got '{text}'") from None
+
+
+def _host(text: str) -> str:
+    if not text.strip() or any(c.isspace() for c in text):
+        raise argparse.ArgumentTypeError(f"--host must be a host name or address, got '{text}'")
+    return text
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="rlkit", description="Train, evaluate, render and compare RL agents and baselines.",
                 epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -69,6 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="environment steps to train (default: the hyperparameter file's n_timesteps); "
                         "with --resume: extend the run to this many steps")
     t.add_argument("--seed", type=_int("--seed", 0, 2**32 - 1), default=None, help="(default: 0)")
+    t.add_argument("--seeds", type=_int("--seeds", 0, 2**32 - 1), nargs="+", default=None, metavar="SEED",
+                   help="train one run per seed, one after another, into the same env folder (then "
+                        "`rlkit compare RUNS_ROOT/<env>`); not with --seed, --run-dir or --resume")
     t.add_argument("--n-envs", type=_int("--n-envs", 1), default=None, help="parallel envs (default: from config)")
     t.add_argument("--device", default=None,
                    help="auto | cpu | cuda | cuda:<i> (default: auto; with --resume: the run's own)")
@@ -95,10 +116,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="env steps between checkpoints (default: max(eval-every, steps/10), at most 100000)")
     t.add_argument("--resume", default=None, metavar="RUN_DIR",
                    help="continue RUN_DIR from its last checkpoint, with the settings in its config.yaml")
-    t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    t.add_argument("--no-progress", action="store_true",
+                   help="no progress bar (each evaluation is then a line on stdout, as when stdout is not a terminal)")
+    t.add_argument("--quiet", action="store_true",
+                   help="no progress bar and no line per evaluation; only the summary line at the end")
 
-    e = sub.add_parser("eval", help="evaluate a run's latest checkpoint")
+    e = sub.add_parser("eval", help="evaluate a run's checkpoint (default: the latest)")
     e.add_argument("run_dir")
+    e.add_argument("--checkpoint", type=_checkpoint, default="latest",
+                   help="best (the best stop-check evaluation), latest, or step_<n> (default: latest)")
     e.add_argument("--episodes", type=_int("--episodes", 1), default=10)
     # None -> rlkit.evaluation.CONFIRM_SEED (resolved in rlkit/commands.py: this module stays light)
     e.add_argument("--seed", type=_int("--seed", 0), default=None,
@@ -111,9 +137,13 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--episodes", type=_int("--episodes", 1), default=1)
     r.add_argument("--seed", type=_int("--seed", 0), default=10_000)
     r.add_argument("--out", default=None, help="FILE.gif or FILE.mp4 (default: RUN_DIR/videos/episode.gif)")
-    r.add_argument("--window", action="store_true", help="show the episodes in a pygame window instead")
+    r.add_argument("--window", action="store_true",
+                   help="show the episodes in a pygame window instead (needs a display)")
+    r.add_argument("--checkpoint", type=_checkpoint, default="latest",
+                   help="best (the best stop-check evaluation), latest, or step_<n> (default: latest)")
 
-    c = sub.add_parser("compare", help="tables and learning curves of runs, grouped by env and algorithm")
+    c = sub.add_parser("compare", help="tables and learning curves of runs, grouped by env, algorithm and "
+                                       "configuration, with bootstrap 95%% intervals over seeds")
     c.add_argument("paths", nargs="+")
     c.add_argument("--out", default=None, help="where comparison.md/.png go (default: the first path)")
     c.add_argument("--threshold", type=_float, default=None, help="return that counts as solved")
@@ -121,11 +151,14 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("tensorboard", help="start TensorBoard on the runs directory")
     b.add_argument("--logdir", default="runs")
     b.add_argument("--port", type=_int("--port", 1, 65535), default=6006)
+    b.add_argument("--host", type=_host, default="127.0.0.1",
+                   help="address to listen on (default: 127.0.0.1, this machine only; 0.0.0.0: every interface)")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # recorded in config.yaml (provenance)
     from rlkit.commands import dispatch
 
     return dispatch(args)

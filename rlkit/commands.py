@@ -1,15 +1,17 @@
 """The CLI verbs. Bad input raises UsageError -> one line on stderr, exit code 2.
 
 ``dispatch`` is the one top-level handler (docs/architecture.md §4): UsageError -> exit 2 and its
-message as one line; Ctrl-C -> 130, SIGTERM -> 143 (a run stops as on Ctrl-C); a closed stdout
-pipe (``rlkit list | head -1``) -> quiet, 141; anything else -> exit 1 and one line naming the
-crash log that holds the traceback (in the run directory being trained, else a temp file).
+message as one line; Ctrl-C -> 130, SIGTERM -> 143 (a run stops as on Ctrl-C; stdout then gets
+the exact ``rlkit train --resume RUN_DIR`` command when the run has a commit to continue from); a
+closed stdout pipe (``rlkit list | head -1``) -> quiet, 141; anything else -> exit 1 and one line
+naming the crash log that holds the traceback (in the run directory being trained, else a temp file).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
 import sys
 import threading
@@ -34,6 +36,7 @@ def dispatch(args) -> int:
     training = sys.modules.get("rlkit.training")
     if training is not None:
         training.current_run_dir = None
+    _seeds_left.clear()
     main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _raise_terminated) if main_thread else None
     try:
@@ -45,9 +48,11 @@ def dispatch(args) -> int:
         return 2
     except Terminated:
         print("rlkit: terminated", file=sys.stderr)
+        _resume_hint()
         return 143
     except KeyboardInterrupt:
         print("rlkit: interrupted", file=sys.stderr)
+        _resume_hint()
         return 130
     except BrokenPipeError:
         _drop_stdout()
@@ -60,6 +65,30 @@ def dispatch(args) -> int:
     finally:
         if main_thread:  # None: a handler installed outside Python; the default is the closest
             signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+
+
+# Seeds of `train --seeds` not started yet (for the hint after Ctrl-C).
+_seeds_left: list[int] = []
+
+
+def _resume_hint() -> None:
+    """After Ctrl-C / SIGTERM in training: the command that continues the stopped run (on stdout, the
+    run's own output; stderr keeps its one line). Nothing if the run never committed: it is gone."""
+    training = sys.modules.get("rlkit.training")
+    run_dir = getattr(training, "current_run_dir", None)
+    lines = []
+    try:
+        from rlkit.runs import committed_checkpoint
+
+        if run_dir is not None and Path(run_dir).is_dir() and committed_checkpoint(run_dir) is not None:
+            lines.append(f"resume with: rlkit train --resume {shlex.quote(str(run_dir))}")
+        if _seeds_left:
+            lines.append(f"seeds not started: {' '.join(map(str, _seeds_left))}")
+        if lines:
+            sys.stderr.flush()
+            print("\n".join(lines), flush=True)
+    except (OSError, ValueError):  # stdout closed: the hint is lost, the exit code stays
+        pass
 
 
 def _drop_stdout() -> None:
@@ -159,33 +188,89 @@ def _given(args, dest):
 
 
 def cmd_train(args) -> int:
-    from rlkit import config as configlib
     from rlkit import training
 
     progress = not args.no_progress
+    quiet = bool(getattr(args, "quiet", False))
+    if getattr(args, "seeds", None) is not None:
+        return _train_seeds(args, progress, quiet)
     if args.resume:
         given = [flag for dest, flag in NEW_RUN_ONLY if _given(args, dest)]
         if given:
             raise UsageError(f"--resume continues {args.resume} with the settings in its config.yaml: "
                              f"{', '.join(given)} cannot change them (with --resume, --steps extends the run "
                              f"and --device picks the device)")
-        run_dir = training.resume(Path(args.resume), progress=progress, device=args.device, steps=args.steps)
+        run_dir = training.resume(Path(args.resume), progress=progress, device=args.device, steps=args.steps,
+                                  quiet=quiet)
     else:
         if not args.algo or not args.env:
             raise UsageError("train needs --algo and --env (or --resume RUN_DIR)")
+        run_dir = _train_new(args, args.seed if args.seed is not None else 0, progress, quiet)
+    _print_run_line(run_dir)
+    return 0
 
-        def default(value, fallback):
-            return fallback if value is None else value
 
-        run_dir = training.train(
-            args.algo, args.env, steps=args.steps, seed=default(args.seed, 0), n_envs=args.n_envs,
-            device=default(args.device, "auto"), backend=default(args.backend, "local"), workers=args.workers,
-            ray_address=args.ray_address, config_file=Path(args.config) if args.config else None,
-            sets=configlib.parse_set(args.set or []), runs_root=Path(default(args.runs_root, "runs")),
-            run_dir=Path(args.run_dir) if args.run_dir else None, eval_every=default(args.eval_every, 10_000),
-            eval_episodes=default(args.eval_episodes, 10), stop_at_return=args.stop_at_return,
-            checkpoint_every=args.checkpoint_every, final_eval_episodes=default(args.final_eval_episodes, 100),
-            progress=progress)
+def _train_new(args, seed: int, progress: bool, quiet: bool) -> Path:
+    from rlkit import config as configlib
+    from rlkit import training
+
+    def default(value, fallback):
+        return fallback if value is None else value
+
+    run_dir = getattr(args, "run_dir", None)
+    return training.train(
+        args.algo, args.env, steps=args.steps, seed=seed, n_envs=args.n_envs,
+        device=default(args.device, "auto"), backend=default(args.backend, "local"), workers=args.workers,
+        ray_address=args.ray_address, config_file=Path(args.config) if args.config else None,
+        sets=configlib.parse_set(args.set or []), runs_root=Path(default(args.runs_root, "runs")),
+        run_dir=Path(run_dir) if run_dir else None, eval_every=default(args.eval_every, 10_000),
+        eval_episodes=default(args.eval_episodes, 10), stop_at_return=args.stop_at_return,
+        checkpoint_every=args.checkpoint_every, final_eval_episodes=default(args.final_eval_episodes, 100),
+        progress=progress, quiet=quiet, command=getattr(args, "argv", None))
+
+
+def _train_seeds(args, progress: bool, quiet: bool) -> int:
+    """`train --seeds S1 S2 ...`: one new run per seed, one after another, in RUNS_ROOT/<env>/."""
+    import statistics
+
+    from rlkit.runs import read_run_json
+
+    clash = [flag for dest, flag in (("seed", "--seed"), ("run_dir", "--run-dir"), ("resume", "--resume"))
+             if _given(args, dest)]
+    if clash:
+        raise UsageError(f"--seeds starts one new run per seed in RUNS_ROOT/<env>/: it cannot be combined with "
+                         f"{', '.join(clash)}")
+    seeds = list(args.seeds)
+    twice = sorted({s for s in seeds if seeds.count(s) > 1})
+    if twice:
+        raise UsageError(f"--seeds {' '.join(map(str, seeds))}: seed {', '.join(map(str, twice))} given more than "
+                         f"once (a repeated seed repeats the same run)")
+    if not args.algo or not args.env:
+        raise UsageError("train --seeds needs --algo and --env")
+    done: list[Path] = []
+    for i, seed in enumerate(seeds):
+        _seeds_left[:] = seeds[i + 1:]
+        if not quiet and len(seeds) > 1:
+            print(f"== seed {seed} ({i + 1}/{len(seeds)})", flush=True)
+        run_dir = _train_new(args, seed, progress, quiet)
+        _print_run_line(run_dir)
+        done.append(run_dir)
+    _seeds_left.clear()
+    infos = [read_run_json(d) for d in done]
+    finals = [i["final_eval"]["mean_return"] for i in infos if (i.get("final_eval") or {}).get("mean_return")
+              is not None]
+    folder = done[0].parent
+    line = f"{len(done)} runs of {args.algo} on {args.env} (seeds {' '.join(map(str, seeds))}) in {folder}"
+    if finals:
+        spread = f" ± {statistics.stdev(finals):.2f} (std over seeds)" if len(finals) > 1 else ""
+        line += f": final eval {statistics.fmean(finals):.2f}{spread}"
+    if args.stop_at_return is not None:
+        line += f", solved {sum('solved_at_step' in i for i in infos)}/{len(done)}"
+    print(f"{line}; compare them with: rlkit compare {shlex.quote(str(folder))}")
+    return 0
+
+
+def _print_run_line(run_dir: Path) -> None:
     from rlkit.runs import read_run_json
 
     info = read_run_json(run_dir)
@@ -196,23 +281,27 @@ def cmd_train(args) -> int:
                  f"episodes")
     if "solved_at_step" in info:
         line += f", solved at step {info['solved_at_step']} ({info['solved_at_s']} s)"
-    print(line)
-    return 0
+    print(line, flush=True)
 
 
 def cmd_eval(args) -> int:
     from rlkit.runs import load_run
     from rlkit.evaluation import CONFIRM_SEED, evaluate
 
-    agent, settings = load_run(Path(args.run_dir))
+    which = getattr(args, "checkpoint", "latest")
+    agent, settings = load_run(Path(args.run_dir), checkpoint=which)
     seed = CONFIRM_SEED if args.seed is None else args.seed
     result = evaluate(agent, settings["env"], args.episodes, seed=seed,
                       env_kwargs=settings.get("env_kwargs") or {}, reference=True)
     result.pop("returns")
-    if args.json:
-        print(json.dumps(result))
+    step = int(getattr(agent, "num_timesteps", 0))
+    if args.json:  # what was scored, then the score
+        print(json.dumps({"algo": settings["algo"], "env": settings["env"], "seed": settings.get("seed"),
+                          "checkpoint": which, "checkpoint_step": step, "eval_seed": seed,
+                          "run_dir": str(args.run_dir), **result}))
         return 0
-    print(f"{settings['algo']} on {settings['env']}: {result['mean_return']:.3f} ± {result['std_return']:.3f} "
+    print(f"{settings['algo']} on {settings['env']} (seed {settings.get('seed')}, checkpoint {which} at step {step}): "
+          f"{result['mean_return']:.3f} ± {result['std_return']:.3f} "
           f"over {result['episodes']} episodes (mean length {result['mean_ep_length']:.1f}, "
           f"reward/step {result['reward_per_step']:.4f})")
     if "reference" in result:
@@ -226,12 +315,21 @@ def cmd_render(args) -> int:
     from rlkit.render import render_run
 
     out = Path(args.out) if args.out else None
-    if not args.window:  # the file is checked before episodes are rendered, not after
+    if args.window:  # before the checkpoint is loaded and episodes are played into nowhere
+        from rlkit.render import check_display
+
+        check_display()
+    else:  # the file is checked before episodes are rendered, not after
         _writable_file(out or Path(args.run_dir) / "videos" / "episode.gif", "--out")
     target = out or Path(args.run_dir) / "videos" / "episode.gif"
     tmp = target.with_name(f".{target.stem}.tmp{target.suffix}")  # rlkit.render.write_video's temp file
+
+    def report(index, seed, episode_return, length):
+        print(f"episode {index + 1} (seed {seed}): return {episode_return:.2f}, length {length}", flush=True)
+
     with _output_errors(target, [target, tmp], "--out"):
-        written = render_run(Path(args.run_dir), episodes=args.episodes, seed=args.seed, out=out, window=args.window)
+        written = render_run(Path(args.run_dir), episodes=args.episodes, seed=args.seed, out=out, window=args.window,
+                             checkpoint=getattr(args, "checkpoint", "latest"), on_episode=report)
     if written is not None:
         print(f"wrote {written}")
     return 0
@@ -256,9 +354,11 @@ def cmd_tensorboard(args) -> int:
     logdir = Path(args.logdir)
     if not logdir.is_dir():
         raise UsageError(f"--logdir {logdir} does not exist (train something first)")
-    print(f"TensorBoard on http://localhost:{args.port} (logdir {logdir}); Ctrl-C to stop")
+    host = getattr(args, "host", "127.0.0.1")
+    shown = f"[{host}]" if ":" in host else host
+    print(f"TensorBoard on http://{shown}:{args.port} (logdir {logdir}); Ctrl-C to stop")
     return subprocess.call([sys.executable, "-m", "tensorboard.main", "--logdir", str(logdir),
-                            "--port", str(args.port)])
+                            "--host", host, "--port", str(args.port)])
 
 
 COMMANDS = {"list": cmd_list, "train": cmd_train, "eval": cmd_eval, "render": cmd_render,

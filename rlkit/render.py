@@ -1,8 +1,14 @@
-"""Render a run's agent: rgb_array frames to a GIF/MP4, or a pygame window."""
+"""Render a run's agent: rgb_array frames to a GIF/MP4, or a pygame window.
+
+``render_run`` reports every episode's return and length as it ends; ``--window`` checks first that
+there is a display to show it on (``check_display``), so a headless machine gets exit 2 and one
+line instead of episodes played into nowhere.
+"""
 
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,8 +18,30 @@ from rlkit.errors import UsageError
 FORMATS = (".gif", ".mp4")
 
 
+def check_display() -> None:
+    """Refuse ``--window`` (UsageError, exit 2) where pygame could open no window: SDL's video driver
+    set to one that draws nowhere, or, on X11/Wayland systems, no display to connect to."""
+    hint = "write the episodes to a file instead: rlkit render RUN_DIR --out FILE.gif"
+    driver = os.environ.get("SDL_VIDEODRIVER", "").strip().lower()
+    if driver in ("dummy", "offscreen"):
+        raise UsageError(f"--window needs a display, but SDL_VIDEODRIVER={driver} draws nowhere; {hint}")
+    if sys.platform == "darwin" or sys.platform.startswith(("win", "cygwin")):
+        return  # native window systems, no display variable
+    x11, wayland = os.environ.get("DISPLAY"), os.environ.get("WAYLAND_DISPLAY")
+    if driver == "x11" and not x11:
+        raise UsageError(f"--window needs a display: SDL_VIDEODRIVER=x11 but DISPLAY is not set; {hint}")
+    if driver == "wayland" and not wayland:
+        raise UsageError(f"--window needs a display: SDL_VIDEODRIVER=wayland but WAYLAND_DISPLAY is not set; {hint}")
+    if not driver and not x11 and not wayland:
+        raise UsageError(f"--window needs a display, and neither DISPLAY nor WAYLAND_DISPLAY is set "
+                         f"(no X11 or Wayland session); {hint}")
+
+
 def record_episodes(agent, env_id: str, env_kwargs: dict, episodes: int, seed: int,
-                    render_mode: str = "rgb_array", max_frames: int = 5000) -> tuple[list[np.ndarray], list[float]]:
+                    render_mode: str = "rgb_array", max_frames: int = 5000,
+                    on_episode=None) -> tuple[list[np.ndarray], list[float]]:
+    """Play ``episodes`` deterministic episodes (episode i seeded ``seed + i``); frames and returns.
+    ``on_episode(index, seed, episode_return, length)`` is called as each episode ends."""
     from rlkit.environments import make_env
     from rlkit.framestack import FrameStack, agent_frame_stack
 
@@ -26,7 +54,7 @@ def record_episodes(agent, env_id: str, env_kwargs: dict, episodes: int, seed: i
     try:
         for ep in range(episodes):
             obs, _ = env.reset(seed=seed + ep)
-            done, total, first = False, 0.0, True
+            done, total, first, length = False, 0.0, True, 0
             while not done:
                 if render_mode == "rgb_array" and len(frames) < max_frames:
                     frames.append(np.asarray(env.render()))
@@ -38,10 +66,13 @@ def record_episodes(agent, env_id: str, env_kwargs: dict, episodes: int, seed: i
                 first = False
                 obs, reward, terminated, truncated, _ = env.step(action)
                 total += float(reward)
+                length += 1
                 done = terminated or truncated
             if render_mode == "rgb_array" and len(frames) < max_frames:
                 frames.append(np.asarray(env.render()))
             returns.append(total)
+            if on_episode is not None:
+                on_episode(ep, seed + ep, total, length)
     finally:
         env.close()
     return frames, returns
@@ -67,17 +98,27 @@ def write_video(frames: list[np.ndarray], out: Path, fps: int = 30) -> Path:
 
 
 def render_run(run_dir: Path, episodes: int = 1, seed: int = 10_000, out: Path | None = None,
-               window: bool = False) -> Path | None:
+               window: bool = False, checkpoint: str = "latest", on_episode=None) -> Path | None:
+    """Render episodes of a run's ``checkpoint`` (latest, best, step_<n>) to ``out`` or a window."""
     from rlkit.runs import load_run
 
     if out is not None and Path(out).suffix.lower() not in FORMATS:
         raise UsageError(f"--out {out}: unsupported format '{Path(out).suffix}', accepted: {', '.join(FORMATS)}")
-    agent, settings = load_run(run_dir)
+    if window:
+        check_display()
+    agent, settings = load_run(run_dir, checkpoint=checkpoint)
     env_id, env_kwargs = settings["env"], settings.get("env_kwargs") or {}
     if window:
-        record_episodes(agent, env_id, env_kwargs, episodes, seed, render_mode="human")
+        try:
+            record_episodes(agent, env_id, env_kwargs, episodes, seed, render_mode="human", on_episode=on_episode)
+        except Exception as exc:  # noqa: BLE001  a display that was named but cannot be opened
+            if type(exc).__module__.split(".")[0] != "pygame":
+                raise
+            from rlkit.errors import first_line
+
+            raise UsageError(f"--window: no window could be opened ({first_line(exc)})") from None
         return None
-    frames, _ = record_episodes(agent, env_id, env_kwargs, episodes, seed)
+    frames, _ = record_episodes(agent, env_id, env_kwargs, episodes, seed, on_episode=on_episode)
     fps = _render_fps(env_id, env_kwargs)
     return write_video(frames, out or Path(run_dir) / "videos" / "episode.gif", fps=fps)
 
