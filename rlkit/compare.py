@@ -1,4 +1,13 @@
-"""`rlkit compare`: per-env tables (final eval ± 95% CI, time to threshold, throughput) and curves.
+"""`rlkit compare`: per-env tables (final eval with a 95% interval, time to threshold, throughput) and curves.
+
+Runs are grouped by algorithm and configuration (the resolved hyperparameters and env kwargs in
+config.yaml), so two settings of one algorithm are two rows; a row counts its distinct seeds, and
+runs that repeat a seed of the same configuration are averaged into one sample before any
+statistic. Intervals are percentile-bootstrap 95% intervals of the mean over seeds
+(``scipy.stats.bootstrap``): every resample's mean lies between the smallest and the largest of the
+seeds' scores, so an interval never leaves their range (CartPole's band never rises above 500).
+Curves draw a marker at every evaluation, so a run with a single evaluation (solved at its first)
+is a visible point.
 
 The final eval column is the confirmation score of run.json ``final_eval`` (episodes the stop check
 never saw, rlkit/training.py). Runs without one (interrupted, or written before it existed) fall
@@ -7,8 +16,10 @@ back to their last periodic evaluation, and the table says how many did.
 
 from __future__ import annotations
 
+import json
 import math
 import sys
+import warnings
 from collections import defaultdict
 from pathlib import Path
 
@@ -17,20 +28,38 @@ import numpy as np
 from rlkit import runs
 from rlkit.errors import UsageError
 
-# Two-sided 95% Student-t quantiles for n-1 degrees of freedom (n = seeds); normal beyond 30.
-_T95 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,
-        2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045]
+CONFIDENCE = 0.95
+N_RESAMPLES = 9_999
+BOOTSTRAP_SEED = 0  # the same runs give the same interval every time
+MAX_LABEL = 60
 
 
-def ci95(values) -> tuple[float, float]:
-    """(mean, half-width of the 95% confidence interval of the mean)."""
+def bootstrap_ci(values, axis: int = 0) -> tuple:
+    """(mean, low, high): the mean over ``axis`` and its percentile-bootstrap 95% interval
+    (scipy.stats.bootstrap). Fewer than two values: the interval is nan. Works column-wise on a
+    2-D array (one interval per column)."""
+    from scipy import stats
+
     v = np.asarray(values, dtype=float)
-    if len(v) == 0:
-        return float("nan"), float("nan")
-    if len(v) == 1:
-        return float(v[0]), float("nan")
-    t = _T95[len(v) - 2] if len(v) - 2 < len(_T95) else 1.96
-    return float(v.mean()), float(t * v.std(ddof=1) / math.sqrt(len(v)))
+    if v.size == 0:
+        return float("nan"), float("nan"), float("nan")
+    mean = v.mean(axis=axis)
+    if v.shape[axis] < 2:
+        nan = np.full_like(mean, np.nan) if np.ndim(mean) else float("nan")
+        return mean if np.ndim(mean) else float(mean), nan, nan
+    with warnings.catch_warnings():  # identical values give a zero-width interval, which is right
+        warnings.simplefilter("ignore")
+        res = stats.bootstrap((v,), np.mean, n_resamples=N_RESAMPLES, confidence_level=CONFIDENCE,
+                              method="percentile", axis=axis, vectorized=True,
+                              rng=np.random.default_rng(BOOTSTRAP_SEED))
+    low, high = res.confidence_interval.low, res.confidence_interval.high
+    # A percentile interval is made of resample means, so it lies within [min, max] of the values; clip
+    # away the last floating-point ulp of the sums.
+    low = np.clip(low, v.min(axis=axis), v.max(axis=axis))
+    high = np.clip(high, v.min(axis=axis), v.max(axis=axis))
+    if np.ndim(mean):
+        return mean, low, high
+    return float(mean), float(low), float(high)
 
 
 def read_curve(run_dir: Path, tag: str) -> tuple[np.ndarray, np.ndarray]:
@@ -102,6 +131,67 @@ def _reference(env_id: str, env_kwargs: dict):
         return None
 
 
+def config_key(settings: dict) -> str:
+    """What makes two runs of one algorithm the same configuration: hyperparameters and env kwargs."""
+    return json.dumps({"hyperparams": settings.get("hyperparams") or {},
+                       "env_kwargs": settings.get("env_kwargs") or {}}, sort_keys=True, default=str)
+
+
+def _flatten(value, prefix: str = "") -> dict:
+    if isinstance(value, dict):
+        out = {}
+        for k, v in value.items():
+            out.update(_flatten(v, f"{prefix}{k}."))
+        return out
+    return {prefix[:-1]: json.dumps(value, default=str) if not isinstance(value, str) else value}
+
+
+def group_runs(recs: list[dict]) -> dict:
+    """{label: [run record, ...]} for one env: one group per (algorithm, configuration). The label is
+    the algorithm, followed by the settings that tell its configurations apart when it has several."""
+    groups: dict = defaultdict(list)
+    for rec in recs:
+        groups[(rec["settings"]["algo"], config_key(rec["settings"]))].append(rec)
+    by_algo: dict = defaultdict(list)
+    for algo, key in groups:
+        by_algo[algo].append(key)
+    labels = {}
+    for algo, keys in by_algo.items():
+        if len(keys) == 1:
+            labels[(algo, keys[0])] = algo
+            continue
+        flat = {}
+        for key in keys:
+            cfg = json.loads(key)
+            flat[key] = {**_flatten(cfg["hyperparams"]), **_flatten(cfg["env_kwargs"], "env_kwargs.")}
+        names = sorted({n for f in flat.values() for n in f})
+        differ = [n for n in names if len({f.get(n, "–") for f in flat.values()}) > 1]
+        for key in keys:
+            text = ", ".join(f"{n}={flat[key].get(n, '–')}" for n in differ)
+            if len(text) > MAX_LABEL:
+                text = text[: MAX_LABEL - 1] + "…"
+            labels[(algo, key)] = f"{algo} [{text}]"
+        if len({labels[(algo, k)] for k in keys}) < len(keys):  # cut to the same text: number them
+            for i, key in enumerate(sorted(keys)):
+                labels[(algo, key)] = f"{labels[(algo, key)]} #{i + 1}"
+    return {labels[g]: recs_ for g, recs_ in sorted(groups.items(), key=lambda kv: labels[kv[0]])}
+
+
+def per_seed(recs: list[dict], values: list) -> dict:
+    """{seed: [value, ...]} of the runs' values (None skipped)."""
+    out: dict = defaultdict(list)
+    for rec, value in zip(recs, values):
+        if value is not None:
+            out[rec["settings"].get("seed")].append(value)
+    return out
+
+
+def _fmt_interval(mean: float, low: float, high: float) -> str:
+    if math.isnan(low):
+        return f"{mean:.2f}"
+    return f"{mean:.2f} [{low:.2f}, {high:.2f}]"
+
+
 def compare(paths, out: Path | None = None, threshold: float | None = None) -> Path:
     table = collect(paths)
     out = Path(out or paths[0])
@@ -111,29 +201,29 @@ def compare(paths, out: Path | None = None, threshold: float | None = None) -> P
     md = ["# rlkit comparison", ""]
     plots = []
     for env_id, algos in sorted(table.items()):
-        any_run = next(iter(algos.values()))[0]
-        ref = _reference(env_id, any_run["settings"].get("env_kwargs") or {})
+        all_recs = [r for rs in algos.values() for r in rs]
+        ref = _reference(env_id, all_recs[0]["settings"].get("env_kwargs") or {})
         per_step = ref is not None and ref["metric"] == "reward_per_step"
         tag = "eval/reward_per_step" if per_step else "eval/mean_reward"
         thr = threshold
         if thr is None:
-            thr = next((r["settings"].get("stop_at_return") for rs in algos.values() for r in rs
+            thr = next((r["settings"].get("stop_at_return") for r in all_recs
                         if r["settings"].get("stop_at_return") is not None), None)
-        header = (f"| algo | seeds | final eval, fresh seeds (mean ± 95% CI) | solved | median steps to {thr} "
-                  f"| median s to {thr} | env steps/s |")
+        header = (f"| algo | seeds | final eval, fresh seeds (mean [95% CI] over seeds) | solved "
+                  f"| median steps to {thr} | median s to {thr} | env steps/s |")
         rows = [f"## {env_id}", ""]
         if ref is not None:
             rows += [f"reference: {ref['name']} = {ref['score']:.4f} ({ref['metric']})", ""]
         rows += [header, "|---|---|---|---|---|---|---|"]
         curves = {}
-        for algo, recs in sorted(algos.items()):
+        for label, recs in group_runs(all_recs).items():
             finals, steps_to, secs_to, fps = [], [], [], []
             unconfirmed = 0
             for rec in recs:
                 info = rec["info"]
                 final, confirmed = final_score(rec["dir"], info, per_step, tag)
+                finals.append(final)
                 if final is not None:
-                    finals.append(final)
                     unconfirmed += not confirmed
                 if thr is not None:
                     if threshold is None and "solved_at_step" in info:
@@ -146,14 +236,19 @@ def compare(paths, out: Path | None = None, threshold: float | None = None) -> P
                             secs_to.append(wt)
                 if info.get("wall_s"):
                     fps.append(info.get("steps", 0) / info["wall_s"])
-                curves.setdefault(algo, []).append(read_curve(rec["dir"], tag))
-            mean, half = ci95(finals)
-            ci = f"{mean:.2f} ± {half:.2f}" if not math.isnan(half) else f"{mean:.2f}"
+            seeds = per_seed(recs, finals)
+            n_seeds = len({r["settings"].get("seed") for r in recs})
+            cell = _fmt_interval(*bootstrap_ci([np.mean(v) for v in seeds.values()])) if seeds else "–"
             if unconfirmed:
-                ci += f" ({unconfirmed} unconfirmed: last periodic eval)"
-            rows.append(f"| {algo} | {len(recs)} | {ci} | {len(steps_to)}/{len(recs)} | "
+                cell += f" ({unconfirmed} unconfirmed: last periodic eval)"
+            count = f"{n_seeds}" if n_seeds == len(recs) else f"{n_seeds} ({len(recs)} runs)"
+            rows.append(f"| {label.replace('|', '/')} | {count} | {cell} | {len(steps_to)}/{len(recs)} | "
                         f"{med(steps_to, lambda x: f'{x:.0f}')} | {med(secs_to, lambda x: f'{x:.2f}')} | "
                         f"{med(fps, lambda x: f'{x:.0f}')} |")
+            curves[label] = per_seed(recs, [read_curve(rec["dir"], tag) for rec in recs])
+        rows += ["", f"Intervals: percentile bootstrap of the mean over seeds (scipy.stats.bootstrap, "
+                     f"{N_RESAMPLES} resamples), within the seeds' range; runs repeating a seed of one "
+                     f"configuration count as one seed (averaged)."]
         md += rows + [""]
         plots.append((env_id, curves, ref, thr, tag))
     text = "\n".join(md)
@@ -164,7 +259,55 @@ def compare(paths, out: Path | None = None, threshold: float | None = None) -> P
     return out
 
 
-def _plot(plots, path: Path) -> None:
+def seed_curves(by_seed: dict) -> tuple[np.ndarray, np.ndarray]:
+    """(grid, values[seed, grid]): each seed's curve (its runs averaged) on the union of their steps.
+    A run stopped at --stop-at-return keeps its last (solving) policy: its last evaluation is carried
+    forward, or the mean would be over the slower runs only. Before a seed's first evaluation: nan."""
+    curves = [(s, v) for runs_ in by_seed.values() for s, v in runs_ if len(s)]
+    if not curves:
+        return np.zeros(0), np.zeros((0, 0))
+    grid = np.unique(np.concatenate([s for s, _ in curves]))
+    rows = []
+    for runs_ in by_seed.values():
+        ys = []
+        for s, v in runs_:
+            if not len(s):
+                continue
+            y = np.full(len(grid), np.nan)
+            inside = (grid >= s[0]) & (grid <= s[-1])
+            y[inside] = np.interp(grid[inside], s, v)
+            y[grid > s[-1]] = v[-1]
+            ys.append(y)
+        if ys:
+            with warnings.catch_warnings():  # all-nan columns before this seed's first evaluation
+                warnings.simplefilter("ignore", RuntimeWarning)
+                rows.append(np.nanmean(np.array(ys), axis=0))
+    return grid, np.array(rows)
+
+
+def band(ys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(mean, low, high, seeds) per grid column over the seeds present there; low/high are nan where
+    fewer than two seeds are. Columns are bootstrapped together when the same seeds are present."""
+    present = ~np.isnan(ys)
+    n = present.sum(axis=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        mean = np.nanmean(ys, axis=0)
+    low, high = np.full(ys.shape[1], np.nan), np.full(ys.shape[1], np.nan)
+    patterns: dict = defaultdict(list)
+    for j in range(ys.shape[1]):
+        patterns[present[:, j].tobytes()].append(j)
+    for cols in patterns.values():
+        rows = present[:, cols[0]]
+        if rows.sum() < 2:
+            continue
+        _, lo, hi = bootstrap_ci(ys[np.ix_(rows, cols)], axis=0)
+        low[cols], high[cols] = lo, hi
+    return mean, low, high, n
+
+
+def _plot(plots, path: Path):
+    """Draw one panel per env and save it; returns the (closed) figure, whose artists tests inspect."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -172,33 +315,27 @@ def _plot(plots, path: Path) -> None:
 
     fig, axes = plt.subplots(1, len(plots), figsize=(6 * len(plots), 4), squeeze=False)
     for ax, (env_id, curves, ref, thr, tag) in zip(axes[0], plots):
-        for algo, runs_ in sorted(curves.items()):
-            runs_ = [(s, v) for s, v in runs_ if len(s)]
-            if not runs_:
+        for label, by_seed in curves.items():
+            grid, ys = seed_curves(by_seed)
+            if not len(grid):
                 continue
-            grid = np.unique(np.concatenate([s for s, _ in runs_]))
-            ys = np.full((len(runs_), len(grid)), np.nan)
-            for i, (s, v) in enumerate(runs_):
-                inside = (grid >= s[0]) & (grid <= s[-1])
-                ys[i, inside] = np.interp(grid[inside], s, v)
-                # A run stopped at --stop-at-return keeps its last (solving) policy: carry its last
-                # evaluation forward, or the mean would be over the slower runs only.
-                ys[i, grid > s[-1]] = v[-1]
-            n = np.sum(~np.isnan(ys), axis=0)
-            mean = np.nanmean(ys, axis=0)
-            std = np.nanstd(ys, axis=0, ddof=0)
-            half = np.where(n > 1, 1.96 * std / np.sqrt(np.maximum(n, 1)), 0.0)
-            (line,) = ax.plot(grid, mean, label=f"{algo} ({len(runs_)})")
-            ax.fill_between(grid, mean - half, mean + half, alpha=0.2, color=line.get_color())
+            mean, low, high, _ = band(ys)
+            every = max(1, len(grid) // 40)  # a marker at every evaluation, thinned on long curves
+            n = len(ys)
+            (line,) = ax.plot(grid, mean, marker="o", markersize=5, markevery=every, lw=1.5, zorder=3,
+                              label=f"{label} ({n} seed{'s' if n != 1 else ''})")
+            if np.isfinite(low).any():
+                ax.fill_between(grid, low, high, alpha=0.2, color=line.get_color(), lw=0)
         if ref is not None:
             ax.axhline(ref["score"], ls="--", color="k", lw=1, label=ref["name"])
         if thr is not None and not (ref is not None and ref["metric"] == "reward_per_step"):
             ax.axhline(thr, ls=":", color="gray", lw=1, label=f"threshold {thr}")
         ax.set_title(env_id)
         ax.set_xlabel("environment steps")
-        ax.set_ylabel(tag)
+        ax.set_ylabel(f"{tag} (mean, 95% bootstrap CI)")
         ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
+    return fig
