@@ -493,13 +493,7 @@ ALGO_ENVS = {"reinforce": "CartPole-v1", "actor-critic": "CartPole-v1", "ppo": "
              "a3c": "CartPole-v1", "world-models": "rlkit/Catch-v0"}
 
 
-# agents/world_models/agent.py Config.validate() bounds vae_blur below (>= 0) but not above: a huge
-# blur makes ConvVAE build a Gaussian kernel of that radius (OverflowError / out of memory, exit 1).
-# The fixed sample below finds it (vae_blur=2**63). Strict: remove the mark once validate() has a bound.
-_WM_GAP = pytest.mark.xfail(strict=True, reason="world-models Config.validate has no upper bound on vae_blur")
-
-
-@pytest.mark.parametrize("algo", [pytest.param(a, marks=[_WM_GAP, pytest.mark.slow]) if a == "world-models" else a
+@pytest.mark.parametrize("algo", [pytest.param(a, marks=pytest.mark.slow) if a == "world-models" else a
                                   for a in ALGO_ENVS])
 def test_random_set_values_exit_0_or_2_with_one_line(algo, capsys, monkeypatch, tmp_path):
     """Any string or number for any --set key: either the run is accepted (training is stubbed

@@ -100,8 +100,8 @@ class Config:
             raise ValueError(f"stage '{self.stage}' is not one of all, {', '.join(STAGES)}")
         if self.vae_norm not in ("none", "batch", "group", "decoder"):
             raise ValueError(f"vae_norm '{self.vae_norm}' is not one of none, batch, group, decoder")
-        if self.vae_blur < 0:
-            raise ValueError(f"vae_blur must be >= 0, got {self.vae_blur}")
+        if not 0 <= self.vae_blur <= 16:  # in pixels of a 64 x 64 frame: more would blur it flat
+            raise ValueError(f"vae_blur must lie in [0, 16] (pixels), got {self.vae_blur}")
         if self.vae_recon_loss not in ("mse", "bce"):
             raise ValueError(f"vae_recon_loss '{self.vae_recon_loss}' is not one of mse, bce")
         if self.mdrnn_mixture not in ("per_dim", "shared"):
