@@ -94,6 +94,19 @@ def test_eval_render_compare_round_trip(trained, algo, rlkit_cli, tmp_path):
 
 
 @pytest.mark.parametrize("algo", ["ppo", "sb3-ppo"])
+def test_best_checkpoint_beside_latest(trained, algo, rlkit_cli):
+    """checkpoints/best.pt is the agent of the best stop-check evaluation, for baselines as for ours."""
+    run_dir = trained[algo]
+    info = json.loads((run_dir / "run.json").read_text())
+    assert (run_dir / "checkpoints" / "best.pt").is_file() and not list((run_dir / "checkpoints").glob("best_*"))
+    assert info["best"]["mean_return"] == max(e[2] for e in info["evals"])
+    result = json.loads(rlkit_cli("eval", run_dir, "--checkpoint", "best", "--episodes", "1", "--json",
+                                  check=True).stdout)
+    assert (result["algo"], result["env"], result["seed"]) == (algo, "CartPole-v1", 0)
+    assert result["checkpoint"] == "best" and result["checkpoint_step"] == info["best"]["step"]
+
+
+@pytest.mark.parametrize("algo", ["ppo", "sb3-ppo"])
 def test_checkpoint_round_trip_gives_identical_predictions(trained, algo):
     from rlkit.runs import load_run
 
