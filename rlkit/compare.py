@@ -32,6 +32,7 @@ CONFIDENCE = 0.95
 N_RESAMPLES = 9_999
 BOOTSTRAP_SEED = 0  # the same runs give the same interval every time
 MAX_LABEL = 60
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">")
 
 
 def bootstrap_ci(values, axis: int = 0) -> tuple:
@@ -315,14 +316,17 @@ def _plot(plots, path: Path):
 
     fig, axes = plt.subplots(1, len(plots), figsize=(6 * len(plots), 4), squeeze=False)
     for ax, (env_id, curves, ref, thr, tag) in zip(axes[0], plots):
-        for label, by_seed in curves.items():
+        for i, (label, by_seed) in enumerate(curves.items()):
             grid, ys = seed_curves(by_seed)
             if not len(grid):
                 continue
             mean, low, high, _ = band(ys)
             every = max(1, len(grid) // 40)  # a marker at every evaluation, thinned on long curves
             n = len(ys)
-            (line,) = ax.plot(grid, mean, marker="o", markersize=5, markevery=every, lw=1.5, zorder=3,
+            # Each group its own marker shape, later ones smaller: two groups that end on the same
+            # point (both solved at the same evaluation) stay visible one inside the other.
+            (line,) = ax.plot(grid, mean, marker=MARKERS[i % len(MARKERS)], markersize=max(4, 8 - 1.5 * i),
+                              markevery=every, lw=1.5, zorder=3 + 0.01 * i,
                               label=f"{label} ({n} seed{'s' if n != 1 else ''})")
             if np.isfinite(low).any():
                 ax.fill_between(grid, low, high, alpha=0.2, color=line.get_color(), lw=0)
