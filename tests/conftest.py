@@ -22,3 +22,24 @@ def rlkit_cli(tmp_path):
         return proc
 
     return run
+
+
+def main_in_process(capsys, *args) -> tuple[int, str, str]:
+    """``rlkit ARGS`` in this process, as the console script runs it: (exit code, stdout, stderr)."""
+    import cli
+
+    try:
+        code = cli.main([str(a) for a in args])
+    except SystemExit as exc:  # argparse's own errors
+        code = exc.code
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def assert_one_line_error(code, err, *needles) -> None:
+    """Bad input: exit 2, one line on stderr naming each needle, no traceback."""
+    assert code == 2, (code, err)
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err, err
+    for needle in needles:
+        assert needle in lines[0], lines[0]

@@ -19,30 +19,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import cli
-from tests.conftest import ROOT
+from tests.conftest import ROOT, assert_one_line_error, main_in_process
 
 TINY = ["--set", "n_envs=2", "n_steps=64", "n_epochs=1"]
 QUICK = ["--eval-episodes", "2", "--final-eval-episodes", "2", "--no-progress"]
 EVAL_LINE = re.compile(r"^step (\d+): eval (-?[\d.]+) ± ([\d.]+) over (\d+) episodes, best (-?[\d.]+), "
                        r"elapsed ([\d.]+) s")
-
-
-def _main(capsys, *args) -> tuple[int, str, str]:
-    """``rlkit ARGS`` in this process: (exit code, stdout, stderr)."""
-    try:
-        code = cli.main([str(a) for a in args])
-    except SystemExit as exc:  # argparse's own errors
-        code = exc.code
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
-def _one_line_error(code, err, *needles):
-    assert code == 2, (code, err)
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in err, err
-    for needle in needles:
-        assert needle in lines[0], lines[0]
 
 
 def _cli(*args, env=None, cwd=ROOT, timeout=300):
@@ -293,21 +275,22 @@ def test_eval_and_render_pick_a_checkpoint(tiny_run, tmp_path, capsys):
     best = info["best"]
     assert best["mean_return"] == max(e[2] for e in info["evals"])
     assert best["step"] == next(e[0] for e in info["evals"] if e[2] == best["mean_return"])
-    code, out, err = _main(capsys, "eval", tiny_run, "--checkpoint", "best", "--episodes", "2", "--json")
+    code, out, err = main_in_process(capsys, "eval", tiny_run, "--checkpoint", "best", "--episodes", "2", "--json")
     assert code == 0, err
     result = json.loads(out)
     assert result["checkpoint"] == "best" and result["checkpoint_step"] == best["step"]
-    code, out, err = _main(capsys, "eval", tiny_run, "--checkpoint", "step_512", "--episodes", "1", "--json")
+    code, out, err = main_in_process(capsys, "eval", tiny_run, "--checkpoint", "step_512", "--episodes", "1", "--json")
     assert code == 0 and json.loads(out)["checkpoint_step"] == 512, err
-    code, out, err = _main(capsys, "eval", tiny_run, "--episodes", "1", "--json")
+    code, out, err = main_in_process(capsys, "eval", tiny_run, "--episodes", "1", "--json")
     assert code == 0 and json.loads(out)["checkpoint"] == "latest" and json.loads(out)["checkpoint_step"] == 1024
-    code, _, err = _main(capsys, "eval", tiny_run, "--checkpoint", "step_7")
-    _one_line_error(code, err, "step_7", "available", "best", "step_1024")
-    code, _, err = _main(capsys, "eval", tiny_run, "--checkpoint", "first")
-    _one_line_error(code, err, "--checkpoint", "first")
+    code, _, err = main_in_process(capsys, "eval", tiny_run, "--checkpoint", "step_7")
+    assert_one_line_error(code, err, "step_7", "available", "best", "step_1024")
+    code, _, err = main_in_process(capsys, "eval", tiny_run, "--checkpoint", "first")
+    assert_one_line_error(code, err, "--checkpoint", "first")
 
     gif = tmp_path / "best.gif"
-    code, out, err = _main(capsys, "render", tiny_run, "--checkpoint", "best", "--episodes", "2", "--out", gif)
+    code, out, err = main_in_process(capsys, "render", tiny_run, "--checkpoint", "best", "--episodes", "2",
+                                     "--out", gif)
     assert code == 0, err
     episodes = re.findall(r"^episode (\d) \(seed (\d+)\): return ([\d.]+), length (\d+)$", out, re.M)
     assert [(i, s) for i, s, _, _ in episodes] == [("1", "10000"), ("2", "10001")], out
@@ -319,10 +302,10 @@ def test_render_window_without_a_display_exits_2_at_once(tiny_run):
     env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY", "SDL_VIDEODRIVER")}
     t = time.perf_counter()
     proc = _cli("render", tiny_run, "--window", env=env)
-    _one_line_error(proc.returncode, proc.stderr, "--window", "DISPLAY", "--out")
+    assert_one_line_error(proc.returncode, proc.stderr, "--window", "DISPLAY", "--out")
     assert time.perf_counter() - t < 20 and not proc.stdout
     proc = _cli("render", tiny_run, "--window", env={**env, "SDL_VIDEODRIVER": "dummy"})
-    _one_line_error(proc.returncode, proc.stderr, "--window", "SDL_VIDEODRIVER=dummy")
+    assert_one_line_error(proc.returncode, proc.stderr, "--window", "SDL_VIDEODRIVER=dummy")
 
 
 @pytest.mark.parametrize("environ,ok", [({"DISPLAY": ":0"}, True), ({"WAYLAND_DISPLAY": "wayland-0"}, True),
@@ -377,7 +360,7 @@ def test_the_cli_records_its_own_arguments(tmp_path):
 
 
 def test_eval_json_says_what_it_scored(tiny_run, capsys):
-    code, out, err = _main(capsys, "eval", tiny_run, "--episodes", "2", "--json")
+    code, out, err = main_in_process(capsys, "eval", tiny_run, "--episodes", "2", "--json")
     assert code == 0, err
     result = json.loads(out)
     assert {k: result[k] for k in ("algo", "env", "seed", "checkpoint", "checkpoint_step", "eval_seed")} == {
@@ -406,8 +389,8 @@ def test_train_seeds_runs_each_seed_into_one_env_folder(tmp_path):
 def test_train_seeds_misuse_exits_2(tmp_path, capsys, extra, needles):
     seeds = ["--seeds", "1", "2", "1"] if not extra else ["--seeds", "1", "2"]
     where = [] if "--run-dir" in extra else ["--runs-root", tmp_path / "runs"]
-    code, _, err = _main(capsys, "train", "--algo", "ppo", "--env", "CartPole-v1", *seeds, *extra, *where)
-    _one_line_error(code, err, *needles)
+    code, _, err = main_in_process(capsys, "train", "--algo", "ppo", "--env", "CartPole-v1", *seeds, *extra, *where)
+    assert_one_line_error(code, err, *needles)
     assert not (tmp_path / "runs").exists() and not Path("somewhere").exists()
 
 
@@ -418,10 +401,10 @@ def test_tensorboard_host(tmp_path, monkeypatch, capsys):
     assert parser.parse_args(["tensorboard", "--host", "0.0.0.0"]).host == "0.0.0.0"
     calls = []
     monkeypatch.setattr(subprocess, "call", lambda argv: calls.append(argv) or 0)
-    code, out, err = _main(capsys, "tensorboard", "--logdir", tmp_path, "--host", "0.0.0.0", "--port", "6010")
+    code, out, err = main_in_process(capsys, "tensorboard", "--logdir", tmp_path, "--host", "0.0.0.0", "--port", "6010")
     assert code == 0, err
     argv = calls[0]
     assert argv[argv.index("--host") + 1] == "0.0.0.0" and argv[argv.index("--port") + 1] == "6010"
     assert "http://0.0.0.0:6010" in out
-    code, _, err = _main(capsys, "tensorboard", "--logdir", tmp_path, "--host", "")
-    _one_line_error(code, err, "--host")
+    code, _, err = main_in_process(capsys, "tensorboard", "--logdir", tmp_path, "--host", "")
+    assert_one_line_error(code, err, "--host")

@@ -22,30 +22,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-import cli
-from tests.conftest import ROOT
+from tests.conftest import ROOT, assert_one_line_error, main_in_process
 
 TINY = ["--set", "n_envs=2", "n_steps=64", "n_epochs=1"]
 QUICK = ["--eval-episodes", "2", "--final-eval-episodes", "2", "--no-progress"]
-
-
-def _main(capsys, *args) -> tuple[int, str, str]:
-    """``rlkit ARGS`` in this process: (exit code, stdout, stderr)."""
-    try:
-        code = cli.main([str(a) for a in args])
-    except SystemExit as exc:  # argparse's own errors
-        code = exc.code
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
-def _assert_one_line_error(code, err, *needles):
-    assert code == 2, (code, err)
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    assert "Traceback" not in err
-    for needle in needles:
-        assert needle in lines[0], lines[0]
 
 
 def _tree(path: Path) -> dict:
@@ -216,8 +196,8 @@ def test_bad_input_exits_2_with_one_line_and_leaves_nothing(tiny_run, tmp_path, 
     run = _copy(tiny_run, work / "run")
     argv = setup(work, run)
     before = _tree(work)
-    code, _, err = _main(capsys, *argv)
-    _assert_one_line_error(code, err, *needles)
+    code, _, err = main_in_process(capsys, *argv)
+    assert_one_line_error(code, err, *needles)
     assert _tree(work) == before, f"{name}: the failed command changed files"
 
 
@@ -227,15 +207,15 @@ def test_missing_extras_and_cuda_are_usage_errors(tmp_path, capsys):
 
     checked = 0
     if importlib.util.find_spec("mujoco") is None:
-        code, _, err = _main(capsys, "train", "--algo", "ppo", "--env", "HalfCheetah-v5", "--runs-root",
+        code, _, err = main_in_process(capsys, "train", "--algo", "ppo", "--env", "HalfCheetah-v5", "--runs-root",
                              tmp_path / "runs", *QUICK)
-        _assert_one_line_error(code, err, "HalfCheetah-v5", "not installed")
+        assert_one_line_error(code, err, "HalfCheetah-v5", "not installed")
         checked += 1
     if not _cuda():
         for algo in ("sb3-ppo", "ppo"):
-            code, _, err = _main(capsys, "train", "--algo", algo, "--env", "CartPole-v1", "--device", "cuda",
+            code, _, err = main_in_process(capsys, "train", "--algo", algo, "--env", "CartPole-v1", "--device", "cuda",
                                  "--runs-root", tmp_path / "runs", *QUICK)
-            _assert_one_line_error(code, err, "cuda", "not available")
+            assert_one_line_error(code, err, "cuda", "not available")
             checked += 1
     assert not (tmp_path / "runs").exists()
     if not checked:
@@ -260,7 +240,7 @@ def test_unexpected_error_is_one_line_naming_a_crash_log(tmp_path, capsys, monke
         raise RuntimeError("something nobody expected\nsecond line")
 
     monkeypatch.setattr(training, "_run", boom)
-    code, _, err = _main(capsys, *_train("--runs-root", tmp_path / "runs"))
+    code, _, err = main_in_process(capsys, *_train("--runs-root", tmp_path / "runs"))
     assert code == 1 and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
     assert "RuntimeError: something nobody expected" in err
     log = Path(err.strip().rsplit("traceback in ", 1)[1].rstrip(")"))
@@ -276,13 +256,13 @@ def test_compare_names_the_run_it_skipped(tiny_run, tmp_path, capsys):
     good = _copy(tiny_run, tmp_path / "runs" / "good")
     bad = _copy(tiny_run, tmp_path / "runs" / "bad")
     (bad / "run.json").write_text('{"wall_s": "abc"}')
-    code, out, err = _main(capsys, "compare", tmp_path / "runs", "--out", tmp_path / "out")
+    code, out, err = main_in_process(capsys, "compare", tmp_path / "runs", "--out", tmp_path / "out")
     assert code == 0, err
     assert f"skipped run {bad}" in err and "wall_s" in err and "nan" not in out
     assert "| ppo | 1 |" in out and str(good) not in err
     (good / "run.json").write_text("[]")
-    code, _, err = _main(capsys, "compare", tmp_path / "runs", "--out", tmp_path / "out")
-    _assert_one_line_error(code, err, "no usable rlkit runs", str(bad), str(good))
+    code, _, err = main_in_process(capsys, "compare", tmp_path / "runs", "--out", tmp_path / "out")
+    assert_one_line_error(code, err, "no usable rlkit runs", str(bad), str(good))
 
 
 def test_resume_rewrites_a_hand_edited_run_json_from_the_commit(tiny_run, tmp_path, capsys):
@@ -290,7 +270,7 @@ def test_resume_rewrites_a_hand_edited_run_json_from_the_commit(tiny_run, tmp_pa
     want = json.loads((run / "run.json").read_text())
     for text in ("[]", '{"wall_s": "abc"}', "{not json"):
         (run / "run.json").write_text(text)
-        code, out, err = _main(capsys, "train", "--resume", run, "--no-progress")
+        code, out, err = main_in_process(capsys, "train", "--resume", run, "--no-progress")
         assert code == 0, err
         got = json.loads((run / "run.json").read_text())
         assert got["evals"] == want["evals"] and got["final_eval"] == want["final_eval"]
@@ -300,7 +280,7 @@ def test_resume_rewrites_a_hand_edited_run_json_from_the_commit(tiny_run, tmp_pa
 def test_resuming_a_finished_run_changes_nothing(tiny_run, tmp_path, capsys):
     run = _copy(tiny_run, tmp_path / "run")
     before = _tree(run)
-    code, out, err = _main(capsys, "train", "--resume", run, "--no-progress")
+    code, out, err = main_in_process(capsys, "train", "--resume", run, "--no-progress")
     assert code == 0 and "finished after 512 steps" in out, err
     assert _tree(run) == before
     info = json.loads((run / "run.json").read_text())
@@ -309,14 +289,15 @@ def test_resuming_a_finished_run_changes_nothing(tiny_run, tmp_path, capsys):
 
 def test_resume_steps_extends_and_device_is_honoured(tiny_run, tmp_path, capsys):
     run = _copy(tiny_run, tmp_path / "run")
-    code, _, err = _main(capsys, "train", "--resume", run, "--steps", "768", "--device", "cpu", "--no-progress")
+    code, _, err = main_in_process(capsys, "train", "--resume", run, "--steps", "768", "--device", "cpu",
+                                   "--no-progress")
     assert code == 0, err
     info = json.loads((run / "run.json").read_text())
     assert info["steps"] == info["total_steps"] == 768 and [e[0] for e in info["evals"]] == [256, 512, 768]
     assert yaml.safe_load((run / "config.yaml").read_text())["total_steps"] == 768
     if not _cuda():  # --device reaches the resumed run: CUDA is checked, not ignored
-        code, _, err = _main(capsys, "train", "--resume", run, "--device", "cuda")
-        _assert_one_line_error(code, err, "cuda", "not available")
+        code, _, err = main_in_process(capsys, "train", "--resume", run, "--device", "cuda")
+        assert_one_line_error(code, err, "cuda", "not available")
 
 
 def test_default_checkpoint_interval_is_capped(tmp_path, monkeypatch):
@@ -354,9 +335,9 @@ def test_two_writers_second_exits_2_first_finishes_clean(tmp_path, capsys):
         _wait_for(lambda: (run / "checkpoints" / "latest").is_file(), first)
         for argv in (["train", "--algo", "ppo", "--env", "CartPole-v1", "--seed", "1", "--run-dir", run, *QUICK],
                      ["train", "--resume", run, "--no-progress"]):
-            code, _, err = _main(capsys, *argv)
-            _assert_one_line_error(code, err, "in use", f"PID {first.pid}")
-        code, out, err = _main(capsys, "eval", run, "--episodes", "1", "--json")  # readers need no lock
+            code, _, err = main_in_process(capsys, *argv)
+            assert_one_line_error(code, err, "in use", f"PID {first.pid}")
+        code, out, err = main_in_process(capsys, "eval", run, "--episodes", "1", "--json")  # readers need no lock
         assert code == 0 and "mean_return" in out, err
     finally:
         _, err = first.communicate(timeout=300)
@@ -524,14 +505,14 @@ def test_random_set_values_exit_0_or_2_with_one_line(algo, capsys, monkeypatch, 
     def check(key, value):
         root = Path(tempfile.mkdtemp(dir=tmp_path)) / "runs"
         try:
-            code, _, err = _main(capsys, "train", "--algo", algo, "--env", ALGO_ENVS[algo], "--steps", "1",
+            code, _, err = main_in_process(capsys, "train", "--algo", algo, "--env", ALGO_ENVS[algo], "--steps", "1",
                                  "--eval-episodes", "1", "--final-eval-episodes", "0", "--no-progress",
                                  "--runs-root", root, "--set", f"{key}={value}")
         finally:
             torch.set_num_threads(threads)  # a valid torch_threads value changes the process
         assert code in (0, 2), f"--set {key}={value!r}: exit {code}: {err}"
         if code == 2:
-            _assert_one_line_error(code, err)
+            assert_one_line_error(code, err)
             assert not root.exists(), f"--set {key}={value!r} left {list(root.rglob('*'))}"
 
     check()
