@@ -41,7 +41,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from agents.actor_critic import a2c_loss
+from agents.actor_critic import a2c_loss, check_optimizer_options, make_optimizer
 from rlkit.environments import seed_everything
 from rlkit.errors import UsageError
 from rlkit.normalization import Normalizers
@@ -84,22 +84,9 @@ class Config:
         check_common_options(self)
         if self.workers < 0:
             raise ValueError(f"workers must be >= 0 (0 = one per core), got {self.workers}")
-        if self.objective not in ("discounted", "average"):
-            raise ValueError(f"objective '{self.objective}' is not one of discounted, average")
-        if self.optimizer not in ("rmsprop", "adam"):
-            raise ValueError(f"optimizer '{self.optimizer}' is not one of rmsprop, adam")
-        if not 0 <= self.gamma <= 1 or not 0 <= self.gae_lambda <= 1:
-            raise ValueError("gamma and gae_lambda must lie in [0, 1]")
-        if self.learning_rate <= 0:
-            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
+        check_optimizer_options(self)
         if self.norm_obs or self.norm_reward:
             raise ValueError("a3c does not support norm_obs / norm_reward (its workers keep no shared statistics)")
-
-
-def make_optimizer(params, c: Config) -> torch.optim.Optimizer:
-    if c.optimizer == "rmsprop":
-        return torch.optim.RMSprop(params, lr=c.learning_rate, alpha=c.rmsprop_alpha, eps=c.optim_eps)
-    return torch.optim.Adam(params, lr=c.learning_rate, eps=c.optim_eps)
 
 
 def optimizer_state(optimizer: torch.optim.Optimizer) -> list[dict]:

@@ -58,16 +58,22 @@ class Config:
 
     def validate(self) -> None:
         check_common_options(self)
-        if self.objective not in ("discounted", "average"):
-            raise ValueError(f"objective '{self.objective}' is not one of discounted, average")
-        if self.optimizer not in ("rmsprop", "adam"):
-            raise ValueError(f"optimizer '{self.optimizer}' is not one of rmsprop, adam")
-        if not 0 <= self.gamma <= 1 or not 0 <= self.gae_lambda <= 1:
-            raise ValueError("gamma and gae_lambda must lie in [0, 1]")
-        if self.learning_rate <= 0:
-            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
-        if not 0 <= self.rmsprop_alpha < 1:
-            raise ValueError(f"rmsprop_alpha must lie in [0, 1), got {self.rmsprop_alpha}")
+        check_optimizer_options(self)
+
+
+def check_optimizer_options(c) -> None:
+    """The optimizer choice shared by A2C and A3C (agents/a3c.py)."""
+    if c.optimizer not in ("rmsprop", "adam"):
+        raise ValueError(f"optimizer '{c.optimizer}' is not one of rmsprop, adam")
+    if not 0 <= c.rmsprop_alpha < 1:
+        raise ValueError(f"rmsprop_alpha must lie in [0, 1), got {c.rmsprop_alpha}")
+
+
+def make_optimizer(params, c) -> torch.optim.Optimizer:
+    """RMSprop (the A3C paper, SB3's A2C) or Adam, from ``c.optimizer``."""
+    if c.optimizer == "rmsprop":
+        return torch.optim.RMSprop(params, lr=c.learning_rate, alpha=c.rmsprop_alpha, eps=c.optim_eps)
+    return torch.optim.Adam(params, lr=c.learning_rate, eps=c.optim_eps)
 
 
 def a2c_loss(model, b, c, avg_reward: float | None):
@@ -116,11 +122,7 @@ class ActorCritic:
         setup_agent(self, env_id, config, seed=seed, device=device, env_kwargs=env_kwargs, logger=logger,
                     run_dir=run_dir, seed_globals=seed_globals)
         c = config
-        if c.optimizer == "rmsprop":
-            self.optimizer = torch.optim.RMSprop(self.model.parameters(), lr=c.learning_rate,
-                                                 alpha=c.rmsprop_alpha, eps=c.optim_eps)
-        else:
-            self.optimizer = torch.optim.Adam(self.model.parameters(), lr=c.learning_rate, eps=c.optim_eps)
+        self.optimizer = make_optimizer(self.model.parameters(), c)
         self.avg_reward: float | None = None  # ρ̄ (objective: average), set by the first batch
 
     # --- the algorithm -------------------------------------------------------------------

@@ -57,17 +57,11 @@ class Config:
 
     def validate(self) -> None:
         check_common_options(self)
-        if self.objective not in ("discounted", "average"):
-            raise ValueError(f"objective '{self.objective}' is not one of discounted, average")
         for name in ("n_epochs", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if not 0 <= self.gamma <= 1 or not 0 <= self.gae_lambda <= 1:
-            raise ValueError("gamma and gae_lambda must lie in [0, 1]")
         if self.objective == "average" and self.norm_reward:
             raise ValueError("objective 'average' needs raw rewards: set norm_reward false")
-        if self.learning_rate <= 0:
-            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
         if not self.clip_range > 0:
             raise ValueError(f"clip_range must be > 0, got {self.clip_range}")
         for name in ("clip_range_vf", "target_kl"):

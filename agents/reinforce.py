@@ -59,10 +59,6 @@ class Config:
 
     def validate(self) -> None:
         check_common_options(self)
-        if not 0 <= self.gamma <= 1:
-            raise ValueError("gamma must lie in [0, 1]")
-        if self.learning_rate <= 0:
-            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
 
 
 class Reinforce:

@@ -56,6 +56,12 @@ def check_common_options(c) -> None:
         raise ValueError(f"learning_rate must be a finite number > 0, got {c.learning_rate}")
     if not 0 <= c.gamma <= 1:
         raise ValueError(f"gamma must lie in [0, 1], got {c.gamma}")
+    lam = getattr(c, "gae_lambda", None)
+    if lam is not None and not 0 <= lam <= 1:
+        raise ValueError(f"gae_lambda must lie in [0, 1], got {lam}")
+    objective = getattr(c, "objective", None)
+    if objective is not None and objective not in ("discounted", "average"):
+        raise ValueError(f"objective '{objective}' is not one of discounted, average")
     grad = getattr(c, "max_grad_norm", None)
     if grad is not None and not (math.isfinite(grad) and grad > 0):
         raise ValueError(f"max_grad_norm must be a finite number > 0 (or null where allowed), got {grad}")
