@@ -125,7 +125,7 @@ class _InProcess:
     """n_workers == 1: the worker lives in the driver (no process to start, easiest to debug)."""
 
     def __init__(self, worker_cls, args, kwargs, n: int):
-        self.name = worker_cls.__name__
+        self.name, self.done = worker_cls.__name__, deque()  # done: results of start() calls
         try:
             self.host = _Host(worker_cls, 0, args, kwargs)
         except Exception as exc:
@@ -140,14 +140,13 @@ class _InProcess:
             yield i, result
 
     def start(self, rank: int, method: str, args: tuple) -> None:
-        self.done = getattr(self, "done", deque())
         try:
             self.done.append((rank, self.host.run(method, args), None))
         except Exception as exc:
             self.done.append((rank, None, _error(self.name, rank, method, "raised {}: {}".format(*_describe(exc)))))
 
     def next_done(self, timeout):
-        if not getattr(self, "done", None):
+        if not self.done:
             return None
         rank, result, err = self.done.popleft()
         if err is not None:
@@ -305,7 +304,7 @@ class _RayActors:
     def __init__(self, worker_cls, args, kwargs, n: int, max_restarts: int = 3):
         import ray
 
-        self.name = worker_cls.__name__
+        self.name, self.started = worker_cls.__name__, {}  # started: ref -> (rank, method)
         cpus = ray.cluster_resources().get("CPU", 0)
         if cpus < n:  # the actors would wait for CPUs forever
             raise WorkerError(f"{n} workers need {n} CPUs but the Ray cluster has {cpus:g}")
@@ -353,13 +352,12 @@ class _RayActors:
                                  for rank, method, args in tasks])
 
     def start(self, rank: int, method: str, args: tuple) -> None:
-        self.started = getattr(self, "started", {})
         self.started[self.actors[rank].run.remote(method, args)] = (rank, method)
 
     def next_done(self, timeout):
         import ray
 
-        ready, _ = ray.wait(list(getattr(self, "started", {})), num_returns=1, timeout=timeout)
+        ready, _ = ray.wait(list(self.started), num_returns=1, timeout=timeout)
         if not ready:
             return None
         rank, method = self.started.pop(ready[0])
