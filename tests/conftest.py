@@ -43,3 +43,16 @@ def assert_one_line_error(code, err, *needles) -> None:
     assert len(lines) == 1 and "Traceback" not in err, err
     for needle in needles:
         assert needle in lines[0], lines[0]
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """One local Ray (two CPUs, loopback, no dashboard) for every Ray test of the session, started
+    through rlkit.workers.start_ray and shut down when the session ends."""
+    ray = pytest.importorskip("ray")
+    from rlkit.workers import start_ray
+
+    started = start_ray(num_cpus=2)
+    yield ray
+    if started:
+        ray.shutdown()

@@ -136,19 +136,7 @@ def _exists(pid: int) -> bool:
     return bool(state) and not state.startswith("Z")
 
 
-@pytest.fixture(scope="module")
-def local_ray():
-    import ray
-
-    from rlkit.workers import start_ray
-
-    started = start_ray(num_cpus=2)
-    yield
-    if started:
-        ray.shutdown()
-
-
-def test_ray_worker_gradients_change_the_learners_weights(local_ray):
+def test_ray_worker_gradients_change_the_learners_weights(ray_session):
     agent = A3C(ENV, _cfg(), seed=0, device="cpu", workers=1, backend="ray")
     try:
         before = [p.detach().clone() for p in agent.model.parameters()]

@@ -1,7 +1,7 @@
 """rlkit.workers: a toy worker class on the in-process, spawn-process and Ray backends.
 
-The Ray tests share one local Ray (two CPUs) started through rlkit.workers.start_ray and shut
-down at the end of the module; deselect them with -k "not ray".
+The Ray tests share the session's local Ray (two CPUs, tests/conftest.py ``ray_session``);
+deselect them with -k "not ray".
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from rlkit.workers import WorkerError, WorkerGroup, start_ray
+from rlkit.workers import WorkerError, WorkerGroup
 
 N_ENVS = 3
 
@@ -65,15 +65,13 @@ def gone(pid: int) -> bool:
 
 
 @pytest.fixture(scope="module")
-def ray_session():
-    ray = pytest.importorskip("ray")
+def ray_session(ray_session):
     from ray import cloudpickle
 
     # Ray workers cannot import this test module by name: ship its classes by value instead.
     cloudpickle.register_pickle_by_value(sys.modules[__name__])
-    assert start_ray(num_cpus=2) is True
-    yield ray
-    ray.shutdown()
+    yield ray_session
+    cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
 
 
 @pytest.fixture(params=["inprocess", "spawn", "ray"])
