@@ -213,9 +213,7 @@ class A3C:
                     run_dir=run_dir, seed_globals=seed_globals, collector=False)
         self.optimizer = make_optimizer(self.model.parameters(), config)
         self.avg_reward = None  # each worker keeps its own ρ̄ (objective: average)
-        self.backend, self.ray_address = backend, ray_address
-        self.n_workers = int(workers or config.workers or os.cpu_count() or 1)
-        self.worker_steps = [0] * self.n_workers
+        self.set_backend(backend, workers, ray_address)
         self.worker_pids: list[int] = []
         self.worker_restarts = 0
 
@@ -352,6 +350,12 @@ class A3C:
         self.logger.rollout_summary(step, rate if self.continuing else None)
 
     # --- the agent protocol --------------------------------------------------------------
+    def set_backend(self, backend: str = "local", workers: int | None = None, ray_address: str | None = None) -> None:
+        """Hogwild processes (local) or Ray actors; a resumed run calls it with its config.yaml's settings."""
+        self.backend, self.ray_address = backend, ray_address
+        self.n_workers = int(workers or self.config.workers or os.cpu_count() or 1)
+        self.worker_steps = [0] * self.n_workers
+
     def predict(self, obs, deterministic: bool = True) -> np.ndarray:
         return self.parts.predict(obs, deterministic)
 

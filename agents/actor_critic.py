@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rlkit.onpolicy import check_common_options, learn_loop, load_agent, save_agent, setup_agent
+from rlkit.onpolicy import check_common_options, learn, load_agent, save_agent, set_backend, setup_agent
 from rlkit.returns import differential_rewards, gae
 
 
@@ -115,20 +115,24 @@ def a2c_loss(model, b, c, avg_reward: float | None):
 class ActorCritic:
     algo_name = "actor-critic"
     Config = Config
+    supports_ray = True  # --backend ray / --workers N: rollout workers (rlkit.onpolicy.ParallelCollector)
 
     def __init__(self, env_id: str, config: Config, *, seed: int = 0, device: str = "auto",
                  env_kwargs: dict | None = None, logger=None, run_dir: Path | None = None,
-                 seed_globals: bool = True):
+                 seed_globals: bool = True, backend: str = "local", workers: int | None = None,
+                 ray_address: str | None = None):
         setup_agent(self, env_id, config, seed=seed, device=device, env_kwargs=env_kwargs, logger=logger,
-                    run_dir=run_dir, seed_globals=seed_globals)
+                    run_dir=run_dir, seed_globals=seed_globals, backend=backend, workers=workers,
+                    ray_address=ray_address)
         c = config
         self.optimizer = make_optimizer(self.model.parameters(), c)
         self.avg_reward: float | None = None  # ρ̄ (objective: average), set by the first batch
 
     # --- the algorithm -------------------------------------------------------------------
     def learn(self, total_timesteps: int, callback=None) -> ActorCritic:
-        """Collect a rollout, ``update`` on it, log, repeat (rlkit.onpolicy.learn_loop)."""
-        return learn_loop(self, self.parts.collector, total_timesteps, callback)
+        """Collect a rollout (own envs or rollout workers), ``update`` on it, log, repeat
+        (rlkit.onpolicy.learn_loop)."""
+        return learn(self, total_timesteps, callback)
 
     def update(self, b) -> dict:
         if not b.valid.any():  # only reset steps (possible with n_envs * n_steps tiny): nothing to learn
@@ -142,6 +146,9 @@ class ActorCritic:
         return stats
 
     # --- the agent protocol --------------------------------------------------------------
+    def set_backend(self, backend: str = "local", workers: int | None = None, ray_address: str | None = None) -> None:
+        set_backend(self, backend, workers, ray_address)
+
     def predict(self, obs, deterministic: bool = True) -> np.ndarray:
         return self.parts.predict(obs, deterministic)
 

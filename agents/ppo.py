@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rlkit.onpolicy import check_common_options, learn_loop, load_agent, save_agent, setup_agent
+from rlkit.onpolicy import check_common_options, learn, load_agent, save_agent, set_backend, setup_agent
 from rlkit.returns import differential_rewards, gae
 
 
@@ -73,12 +73,15 @@ class Config:
 class PPO:
     algo_name = "ppo"
     Config = Config
+    supports_ray = True  # --backend ray / --workers N: rollout workers (rlkit.onpolicy.ParallelCollector)
 
     def __init__(self, env_id: str, config: Config, *, seed: int = 0, device: str = "auto",
                  env_kwargs: dict | None = None, logger=None, run_dir: Path | None = None,
-                 seed_globals: bool = True):
+                 seed_globals: bool = True, backend: str = "local", workers: int | None = None,
+                 ray_address: str | None = None):
         setup_agent(self, env_id, config, seed=seed, device=device, env_kwargs=env_kwargs, logger=logger,
-                    run_dir=run_dir, seed_globals=seed_globals)
+                    run_dir=run_dir, seed_globals=seed_globals, backend=backend, workers=workers,
+                    ray_address=ray_address)
         c = config
         self.params = list(self.model.parameters())
         # fused: one kernel for all parameters; the per-tensor loop dominated a small MLP's step
@@ -87,8 +90,9 @@ class PPO:
 
     # --- the algorithm -------------------------------------------------------------------
     def learn(self, total_timesteps: int, callback=None) -> PPO:
-        """Collect a rollout, ``update`` on it, log, repeat (rlkit.onpolicy.learn_loop)."""
-        return learn_loop(self, self.parts.collector, total_timesteps, callback)
+        """Collect a rollout (own envs or rollout workers), ``update`` on it, log, repeat
+        (rlkit.onpolicy.learn_loop)."""
+        return learn(self, total_timesteps, callback)
 
     def update(self, b) -> dict:
         c = self.config
@@ -147,6 +151,9 @@ class PPO:
                 "train/explained_variance": explained, "train/average_reward": self.avg_reward}
 
     # --- the agent protocol --------------------------------------------------------------
+    def set_backend(self, backend: str = "local", workers: int | None = None, ray_address: str | None = None) -> None:
+        set_backend(self, backend, workers, ray_address)
+
     def predict(self, obs, deterministic: bool = True) -> np.ndarray:
         return self.parts.predict(obs, deterministic)
 

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rlkit.onpolicy import check_common_options, learn_loop, load_agent, save_agent, setup_agent
+from rlkit.onpolicy import check_common_options, learn, load_agent, save_agent, set_backend, setup_agent
 from rlkit.returns import discounted_returns
 
 
@@ -64,19 +64,23 @@ class Config:
 class Reinforce:
     algo_name = "reinforce"
     Config = Config
+    supports_ray = True  # --backend ray / --workers N: rollout workers (rlkit.onpolicy.ParallelCollector)
 
     def __init__(self, env_id: str, config: Config, *, seed: int = 0, device: str = "auto",
                  env_kwargs: dict | None = None, logger=None, run_dir: Path | None = None,
-                 seed_globals: bool = True):
+                 seed_globals: bool = True, backend: str = "local", workers: int | None = None,
+                 ray_address: str | None = None):
         setup_agent(self, env_id, config, seed=seed, device=device, env_kwargs=env_kwargs, logger=logger,
-                    run_dir=run_dir, seed_globals=seed_globals, critic=config.baseline)
+                    run_dir=run_dir, seed_globals=seed_globals, backend=backend, workers=workers,
+                    ray_address=ray_address, critic=config.baseline)
         c = config
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=c.learning_rate, eps=c.adam_eps)
 
     # --- the algorithm -------------------------------------------------------------------
     def learn(self, total_timesteps: int, callback=None) -> Reinforce:
-        """Collect a rollout, ``update`` on it, log, repeat (rlkit.onpolicy.learn_loop)."""
-        return learn_loop(self, self.parts.collector, total_timesteps, callback)
+        """Collect a rollout (own envs or rollout workers), ``update`` on it, log, repeat
+        (rlkit.onpolicy.learn_loop)."""
+        return learn(self, total_timesteps, callback)
 
     def update(self, b) -> dict:
         c = self.config
@@ -120,6 +124,9 @@ class Reinforce:
         return stats
 
     # --- the agent protocol --------------------------------------------------------------
+    def set_backend(self, backend: str = "local", workers: int | None = None, ray_address: str | None = None) -> None:
+        set_backend(self, backend, workers, ray_address)
+
     def predict(self, obs, deterministic: bool = True) -> np.ndarray:
         return self.parts.predict(obs, deterministic)
 

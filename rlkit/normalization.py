@@ -6,6 +6,11 @@ every env it wraps points its wrapper at these same ``RunningMeanStd`` objects, 
 collector updates the learner's statistics directly, and a remote worker (docs/architecture.md,
 workers) receives them with the weights as plain data (``state()`` / ``load_state()``).
 ``predict`` uses the frozen statistics (``normalize_obs``), never updating them.
+
+A remote worker's ``Normalizers`` is built with ``record=True``: besides updating its copy of the
+learner's statistics as the local ones do, it keeps the exact moments of what it saw since the
+last ``take_updates()``, and the learner folds every worker's moments into its own statistics
+with ``merge_updates`` (Chan et al.'s parallel update, exact in any order).
 """
 
 from __future__ import annotations
@@ -37,6 +42,23 @@ def normalize(obs: np.ndarray, rms: RunningMeanStd, eps: float = EPSILON) -> np.
     return ((obs - rms.mean) / np.sqrt(rms.var + eps)).astype(np.float32)
 
 
+class RecordingRMS(RunningMeanStd):
+    """``RunningMeanStd`` that also accumulates, in ``new``, the moments of the values it was given
+    since it was last emptied (count 0, no prior: exact)."""
+
+    def __init__(self, shape=(), dtype=np.float64):
+        super().__init__(shape=shape, dtype=dtype)
+        self.new = RunningMeanStd(epsilon=0.0, shape=shape)
+
+    def update(self, x):
+        super().update(x)
+        self.new.update(np.asarray(x, dtype=np.float64))
+
+    def take_new(self) -> dict | None:
+        new, self.new = self.new, RunningMeanStd(epsilon=0.0, shape=np.shape(self.mean))
+        return {"mean": new.mean, "var": new.var, "count": float(new.count)} if new.count > 0 else None
+
+
 class KeepEnvReward(gym.vector.VectorWrapper):
     """Puts the env's own rewards in ``infos["env_reward"]`` before NormalizeReward rescales them,
     so the logged reward rate stays in the env's units."""
@@ -51,10 +73,11 @@ class Normalizers:
     """The learner's observation statistics (``norm_obs``) and discounted-return statistics
     (``norm_reward``, scaled with ``gamma`` as in SB3's VecNormalize); either may be off (None)."""
 
-    def __init__(self, obs_space, *, norm_obs: bool, norm_reward: bool, gamma: float):
+    def __init__(self, obs_space, *, norm_obs: bool, norm_reward: bool, gamma: float, record: bool = False):
         self.gamma = gamma
-        self.obs_rms = RunningMeanStd(shape=obs_space.shape, dtype=obs_space.dtype) if norm_obs else None
-        self.return_rms = RunningMeanStd(shape=()) if norm_reward else None
+        rms = RecordingRMS if record else RunningMeanStd
+        self.obs_rms = rms(shape=obs_space.shape, dtype=obs_space.dtype) if norm_obs else None
+        self.return_rms = rms(shape=()) if norm_reward else None
 
     def wrap(self, venv):
         """``venv`` with the normalising wrappers switched on, updating this object's statistics."""
@@ -76,6 +99,21 @@ class Normalizers:
         if self.return_rms is not None:
             out["return_rms"] = rms_state(self.return_rms)
         return out
+
+    def _named(self):
+        return [(name, rms) for name, rms in (("obs_rms", self.obs_rms), ("return_rms", self.return_rms))
+                if rms is not None]
+
+    def take_updates(self) -> dict:
+        """A recording worker's new moments since the last call (plain numpy, for the learner)."""
+        return {name: rms.take_new() for name, rms in self._named()}
+
+    def merge_updates(self, updates: dict) -> None:
+        """Fold one worker's ``take_updates()`` into these (the learner's) statistics."""
+        for name, rms in self._named():
+            moments = updates.get(name)
+            if moments is not None:
+                rms.update_from_moments(moments["mean"], moments["var"], moments["count"])
 
     def load_state(self, state: dict) -> None:
         if self.obs_rms is not None and "obs_rms" in state:

@@ -9,21 +9,26 @@ four parts with one job each (docs/architecture.md, "On-policy agents"):
 - ``ActorCritic`` (rlkit.networks): the model.
 - ``Collector`` (below): one process's env copies around a model it is given, producing ``Batch``es.
 
-A Hogwild worker builds a ``Collector`` around the shared-memory model, a Ray actor around its
-CPU copy; ``learn_loop`` takes any object with ``collect() -> Batch``, so a parallel collector
-plugs in where the local one is.
+A Hogwild worker builds a ``Collector`` around the shared-memory model, a rollout worker
+(``RolloutWorker``, a Ray actor or a spawn process) around its CPU copy; ``learn_loop`` takes any
+object with ``collect() -> Batch``, so ``ParallelCollector``, which gathers the workers' rollouts
+into one ``Batch``, plugs in where the local one is (``--workers N``, ``--backend ray``).
 """
 
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
+import copy
+import sys
+import time
+from dataclasses import dataclass, fields
 
 import numpy as np
 import torch
 
 from rlkit.checkpoint import agent_meta, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from rlkit.environments import EnvFactory, env_state, load_env_state, seed_everything
+from rlkit.errors import UsageError
 from rlkit.networks import CNNS, ActorCritic, is_image_space, resolve_device
 from rlkit.normalization import Normalizers
 from rlkit.rollout import Batch, Rollout, env_action
@@ -124,6 +129,111 @@ class Collector:
         self.env.close()
 
 
+class RolloutWorker:
+    """A rollout worker (rlkit.workers): a CPU copy of the learner's model around a ``Collector``
+    of its own. Each ``collect`` brings the learner's weights and normaliser statistics and returns
+    the rollout as numpy arrays, with the moments of the observations (and returns) it normalised,
+    which the learner merges into its statistics."""
+
+    def __init__(self, rank: int, env_factory: EnvFactory, model: ActorCritic, normalizers: Normalizers, *,
+                 n_envs: int, n_steps: int, seed: int, torch_threads: int = 1):
+        import envs  # noqa: F401  a gym.register in the driver is not seen by other processes
+
+        if torch_threads > 0:
+            torch.set_num_threads(torch_threads)
+        seed_everything(seed + rank)  # each worker samples its own actions
+        self.model, self.normalizers = model.cpu(), normalizers
+        self.collector = Collector(env_factory, self.model, normalizers, n_envs=n_envs, n_steps=n_steps,
+                                   seed=seed, rank=rank)
+
+    def collect(self, weights, statistics: dict) -> tuple[dict, dict]:
+        from rlkit.workers import shared
+
+        self.model.load_state_dict(shared(weights))
+        self.normalizers.load_state(statistics)
+        batch = self.collector.collect()
+        arrays = {f.name: getattr(batch, f.name) for f in fields(batch)}
+        arrays = {k: v.numpy() if isinstance(v, torch.Tensor) else v for k, v in arrays.items()}
+        return arrays, self.normalizers.take_updates()
+
+    def pid(self) -> int:
+        import os
+
+        return os.getpid()
+
+    def close(self) -> None:
+        self.collector.close()
+
+
+def env_step_seconds(env_factory: EnvFactory, steps: int = 200) -> float:
+    """Wall time of one step of one env copy with random actions (for the cheap-env warning)."""
+    venv = env_factory.make(1, seed=0)
+    try:
+        venv.reset(seed=0)
+        venv.action_space.seed(0)
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            venv.step(venv.action_space.sample())
+        return (time.perf_counter() - t0) / steps
+    finally:
+        venv.close()
+
+
+# Below this per-step cost an env is cheaper to step than the messages that ship its rollouts
+# between processes: bench/ray_scaling.py measured CartPole-v1 (~10 µs) slower on Ray than in one
+# process, and CarRacing-v3 (~5 ms) nearly twice as fast with two workers.
+CHEAP_STEP_S = 2e-4
+
+
+class ParallelCollector:
+    """``collect() -> Batch`` from ``n_workers`` rollout workers: one weights message per update
+    (one object-store ``put`` on Ray), the workers' numpy rollouts concatenated along the env axis
+    into one ``Batch`` on the learner's device (masks and truncation flags as the workers recorded
+    them), their normaliser moments merged into the learner's statistics.
+
+    ``n_envs`` is the total over workers; worker ``r`` steps copies ``r * n_envs / n_workers + i``,
+    seeded exactly as the local collector seeds the same copies."""
+
+    def __init__(self, parts: OnPolicyParts, c, *, seed: int, backend: str, n_workers: int,
+                 ray_address: str | None = None):
+        from rlkit.workers import WorkerGroup
+
+        self.parts = parts
+        if backend == "ray":
+            step_s = env_step_seconds(parts.env_factory)
+            if step_s < CHEAP_STEP_S:
+                print(f"warning: one {parts.env_factory.env_id} step takes {step_s * 1e6:.0f} µs: shipping rollouts "
+                      "between Ray actors costs more than the workers save; --backend local is likely faster",
+                      file=sys.stderr)
+        worker_normalizers = Normalizers(parts.env_factory.spaces()[1], norm_obs=parts.normalizers.obs_rms is not None,
+                                         norm_reward=parts.normalizers.return_rms is not None,
+                                         gamma=parts.normalizers.gamma, record=True)
+        kwargs = dict(n_envs=c.n_envs // n_workers, n_steps=c.n_steps, seed=seed, torch_threads=c.torch_threads)
+        self.group = WorkerGroup(RolloutWorker, (parts.env_factory, copy.deepcopy(parts.model).cpu(),
+                                                 worker_normalizers), kwargs, n_workers=n_workers,
+                                 backend=backend, ray_address=ray_address, in_process=False)
+
+    def collect(self) -> Batch:
+        parts = self.parts
+        weights = {k: v.detach().cpu() for k, v in parts.model.state_dict().items()}
+        results = self.group.broadcast("collect", self.group.share(weights), parts.normalizers.state())
+        for _, moments in results:
+            parts.normalizers.merge_updates(moments)
+        rollouts = [arrays for arrays, _ in results]
+
+        def joined(name: str, axis: int):
+            return torch.as_tensor(np.concatenate([r[name] for r in rollouts], axis=axis), device=parts.device)
+
+        per_step = {f.name: joined(f.name, 1) for f in fields(Batch) if f.name not in
+                    ("next_obs", "episode_returns", "episode_lengths")}
+        return Batch(**per_step, next_obs=joined("next_obs", 0),
+                     episode_returns=np.concatenate([r["episode_returns"] for r in rollouts]),
+                     episode_lengths=np.concatenate([r["episode_lengths"] for r in rollouts]))
+
+    def close(self) -> None:
+        self.group.close()
+
+
 @dataclass
 class OnPolicyParts:
     """The parts an on-policy learner holds; built once by ``build_parts`` for all three agents."""
@@ -178,23 +288,75 @@ def build_parts(env_id: str, env_kwargs: dict, c, *, seed: int, device: str, cri
 
 
 def setup_agent(agent, env_id: str, config, *, seed: int, device: str, env_kwargs: dict | None, logger,
-                run_dir, seed_globals: bool, critic: bool = True, collector: bool = True) -> None:
+                run_dir, seed_globals: bool, critic: bool = True, collector: bool = True,
+                backend: str = "local", workers: int | None = None, ray_address: str | None = None) -> None:
     """The fields every on-policy agent has, set once for all three: its identity (env_id, config,
     seed, env_kwargs), logger and run directory, ``parts`` (with ``model`` and ``device`` at hand),
-    the env's spaces, the step counter and whether the task is continuing. The agent then adds
-    its optimizer and whatever its maths keeps (e.g. ρ̄)."""
+    the env's spaces, the step counter, whether the task is continuing and where its rollouts
+    come from (``set_backend``). The agent then adds its optimizer and whatever its maths keeps
+    (e.g. ρ̄)."""
     from rlkit.environments import is_continuing
     from rlkit.logger import NullLogger
 
     agent.env_id, agent.config, agent.seed = env_id, config, seed
     agent.env_kwargs = dict(env_kwargs or {})
     agent.logger, agent.run_dir = logger or NullLogger(), run_dir
+    set_backend(agent, backend, workers, ray_address)  # checked before any env is built
     agent.parts = build_parts(env_id, agent.env_kwargs, config, seed=seed, device=device, critic=critic,
-                              seed_globals=seed_globals, collector=collector)
+                              seed_globals=seed_globals, collector=collector and not agent.parallel)
     agent.model, agent.device = agent.parts.model, agent.parts.device
     agent.observation_space, agent.action_space = agent.parts.observation_space, agent.parts.action_space
     agent.num_timesteps = 0
     agent.continuing = is_continuing(env_id)
+
+
+def set_backend(agent, backend: str = "local", workers: int | None = None, ray_address: str | None = None) -> None:
+    """Where the agent's rollouts come from: its own env copies (local backend, one worker), or
+    ``workers`` rollout workers, spawn processes (local) or Ray actors (ray; default: one per core),
+    sharing ``n_envs`` between them. A resumed run calls it again with its config.yaml's settings."""
+    import os
+
+    if backend not in ("local", "ray"):
+        raise UsageError(f"--backend '{backend}' is not one of local, ray")
+    n = int(workers or (os.cpu_count() or 1 if backend == "ray" else 1))
+    if agent.config.n_envs % n:
+        raise UsageError(f"--workers {n} must divide n_envs ({agent.config.n_envs}): each worker steps "
+                         "n_envs / workers copies of the env (set n_envs with --n-envs)")
+    if backend == "ray" and ray_address:
+        from rlkit.workers import check_reachable
+
+        check_reachable(ray_address)  # before any env is built or run directory written
+    agent.backend, agent.n_workers, agent.ray_address = backend, n, ray_address
+    agent.parallel = backend == "ray" or n > 1
+
+
+@contextlib.contextmanager
+def rollout_source(agent):
+    """The collector ``learn`` uses: the agent's own, or rollout workers for the duration of ``learn``
+    (started, and a local Ray with them, on entry; stopped on exit, also on errors and Ctrl-C)."""
+    parts = agent.parts
+    if not agent.parallel:
+        if parts.collector is None:  # built for workers, resumed without them
+            c = agent.config
+            parts.collector = Collector(parts.env_factory, parts.model, parts.normalizers, n_envs=c.n_envs,
+                                        n_steps=c.n_steps, seed=agent.seed + agent.num_timesteps)
+        yield parts.collector
+        return
+    # A resumed run's workers start new episodes: seeds past the ones its start used.
+    collector = ParallelCollector(parts, agent.config, seed=agent.seed + agent.num_timesteps, backend=agent.backend,
+                                  n_workers=agent.n_workers, ray_address=agent.ray_address)
+    agent.rollout_workers = collector  # while learn runs: the workers, for diagnostics and tests
+    try:
+        yield collector
+    finally:
+        agent.rollout_workers = None
+        collector.close()
+
+
+def learn(agent, total_timesteps: int, callback=None):
+    """``learn_loop`` over the agent's rollout source (its own envs or rollout workers)."""
+    with rollout_source(agent) as collector:
+        return learn_loop(agent, collector, total_timesteps, callback)
 
 
 def learn_loop(agent, collector, total_timesteps: int, callback=None):

@@ -489,6 +489,8 @@ def _run(cls, cfg, settings, run_dir, progress, checkpoint=None, device=None, in
     if checkpoint is not None:
         agent = load_agent_checkpoint(cls, checkpoint, env_id, settings.get("env_kwargs") or {}, device,
                                       algo=settings["algo"])
+        if hasattr(agent, "set_backend"):  # resume where the run trained: its workers and backend
+            agent.set_backend(settings.get("backend", "local"), settings.get("workers"), settings.get("ray_address"))
         start_step = int(agent.num_timesteps)
         if on_ready is not None:
             on_ready()

@@ -22,6 +22,7 @@ as a context manager so that exceptions and Ctrl-C close it too (no orphan proce
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing as mp
 import os
@@ -52,30 +53,67 @@ def start_ray(num_cpus: int | None = None, address: str | None = None) -> bool:
     if ray.is_initialized():
         return False
     quiet = {"log_to_driver": False, "logging_level": logging.WARNING}
+    # Ray keeps its default token authentication; its notice about it is not for our users.
+    logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
-        _check_reachable(address)
+        target = _resolve(address)
+        check_reachable(target)
+        host = target.removeprefix("ray://").rpartition(":")[0]
+        # A head on this machine's loopback (a one-machine cluster): the driver must stay there too.
+        local = host in ("127.0.0.1", "localhost") and not target.startswith("ray://")
+        # A head started by `ray start` uses Ray's token authentication (~/.ray/auth_token); a driver
+        # that joins it must present the token too, which ray.init(address=...) does not arrange.
+        from ray._private.authentication.authentication_token_setup import (
+            maybe_enable_token_auth_if_token_available,
+        )
+
+        maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
         try:
-            ray.init(address=address, **quiet)
+            with _single_node(local):
+                ray.init(address=target, **({"_node_ip_address": "127.0.0.1"} if local else {}), **quiet)
         except (ConnectionError, RuntimeError, ValueError) as exc:
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
             raise UsageError(f"--ray-address {address}: cannot join a Ray cluster there ({first})") from None
         return False
-    from ray._private import ray_constants
-
-    # Ray turns a node address of 127.0.0.1 into this machine's network address, and its servers
-    # then listen on every interface, unless it believes multi-node clusters are off. Switching that
-    # flag off for the duration of init keeps every Ray process of a private session on loopback.
-    cluster, ray_constants.ENABLE_RAY_CLUSTER = ray_constants.ENABLE_RAY_CLUSTER, False
-    try:
+    with _single_node(True):
         ray.init(num_cpus=num_cpus or os.cpu_count() or 1, include_dashboard=False, _node_ip_address="127.0.0.1",
                  object_store_memory=OBJECT_STORE_BYTES, **quiet)
-    finally:
-        ray_constants.ENABLE_RAY_CLUSTER = cluster
     return True
 
 
-def _check_reachable(address: str, timeout: float = 3.0) -> None:
+@contextlib.contextmanager
+def _single_node(on: bool):
+    """Ray turns a node address of 127.0.0.1 into this machine's network address, and its servers
+    then listen on every interface, unless it believes multi-node clusters are off
+    (RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0). Switching that flag off for the duration of init keeps
+    a private session, or a driver joining a head on loopback, on 127.0.0.1."""
+    from ray._private import ray_constants
+
+    if not on:
+        yield
+        return
+    cluster, ray_constants.ENABLE_RAY_CLUSTER = ray_constants.ENABLE_RAY_CLUSTER, False
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = cluster
+
+
+def _resolve(address: str) -> str:
+    """"auto" -> the host:port of the cluster ``ray start`` last started on this machine (as Ray
+    resolves it); other addresses unchanged."""
+    if address != "auto":
+        return address
+    from ray._private import services
+
+    try:
+        return services.get_ray_address_from_environment("auto", None) or address
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        raise UsageError(f"--ray-address auto: no Ray cluster runs on this machine ({exc})") from None
+
+
+def check_reachable(address: str, timeout: float = 3.0) -> None:
     """Fail in seconds, not after Ray's minute of retries, when nothing listens at host:port."""
     import socket
 
@@ -375,6 +413,19 @@ class _RayActors:
         self.actors = []
 
 
+def shared(obj):
+    """In a worker: the object a driver passed through ``WorkerGroup.share`` (Ray resolves only
+    top-level arguments, and ours travel inside the call's argument tuple)."""
+    import sys
+
+    if "ray" in sys.modules:
+        import ray
+
+        if isinstance(obj, ray.ObjectRef):
+            return ray.get(obj)
+    return obj
+
+
 class WorkerGroup:
     """``n_workers`` objects ``worker_cls(rank, *args, **kwargs)``, driven by method name."""
 
@@ -453,6 +504,15 @@ class WorkerGroup:
     def broadcast(self, method: str, *args) -> list:
         """``method(*args)`` on every worker; results by rank."""
         return self._in_order([(rank, method, args) for rank in range(self.n_workers)])
+
+    def share(self, obj):
+        """``obj`` as the workers should receive it in a ``broadcast``: on Ray, put once in the object
+        store (each worker reads the same copy with ``shared``), instead of once per worker."""
+        if self.backend != "ray":
+            return obj
+        import ray
+
+        return ray.put(obj)
 
     # --- asynchronous calls: a driver that keeps working while its workers run (A3C) ----------
     def start(self, rank: int, method: str, *args) -> None:

@@ -1,0 +1,191 @@
+"""Rollout workers for the on-policy agents (rlkit.onpolicy.ParallelCollector): ``--workers N`` on
+spawn processes, ``--backend ray`` on Ray actors (the session's local Ray, tests/conftest.py), and
+a two-node cluster on this machine."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from dataclasses import fields
+
+import numpy as np
+import pytest
+import torch
+from gymnasium import spaces
+
+from agents.ppo import PPO
+from rlkit.normalization import Normalizers
+from rlkit.onpolicy import ParallelCollector
+from rlkit.rollout import Batch
+from rlkit.workers import WorkerError
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Every Pendulum episode is truncated at 200 steps whatever the actions: masks do not depend on the
+# policy's samples, so a local and a remote batch must agree on them exactly.
+FIXED_LENGTH_ENV = "Pendulum-v1"
+
+
+def test_worker_moments_merge_into_the_learners_statistics_exactly():
+    """Two recording workers start each round from the learner's statistics; merging what they saw
+    gives the mean and variance of every observation, as one process seeing them all would."""
+    space = spaces.Box(-np.inf, np.inf, (3,), np.float32)
+    learner = Normalizers(space, norm_obs=True, norm_reward=True, gamma=0.99)
+    workers = [Normalizers(space, norm_obs=True, norm_reward=True, gamma=0.99, record=True) for _ in range(2)]
+    rng = np.random.default_rng(0)
+    seen = []
+    for _ in range(3):
+        updates = []
+        for w in workers:
+            w.load_state(learner.state())
+            for _ in range(4):
+                x = rng.normal(3.0, 2.0, (5, 3))
+                seen.append(x)
+                w.obs_rms.update(x)
+            updates.append(w.take_updates())
+        for u in updates:
+            learner.merge_updates(u)
+    everything = np.concatenate(seen)
+    np.testing.assert_allclose(learner.obs_rms.mean, everything.mean(0), rtol=1e-5)
+    np.testing.assert_allclose(learner.obs_rms.var, everything.var(0), rtol=1e-4)
+    assert learner.obs_rms.count == pytest.approx(len(everything), abs=1e-3)
+    assert learner.return_rms.count == pytest.approx(1e-4)  # nothing seen: nothing merged
+    assert workers[0].take_updates() == {"obs_rms": None, "return_rms": None}  # taken once only
+
+
+def _batch(agent: PPO, backend: str | None, n_workers: int = 2) -> Batch:
+    if backend is None:
+        return agent.parts.collector.collect()
+    collector = ParallelCollector(agent.parts, agent.config, seed=agent.seed, backend=backend, n_workers=n_workers)
+    try:
+        return collector.collect()
+    finally:
+        collector.close()
+
+
+def test_ray_and_local_batches_have_the_same_shapes_and_masks(ray_session):
+    """Same seed, same n_envs: one process, two spawn processes and two Ray actors give batches of the
+    same shapes, dtypes and masks (truncation at step 200, the autoreset step after it), the same
+    first observations (copy i of worker r is env copy r * n_envs / N + i), and the two worker
+    backends the same batch bit for bit."""
+    cfg = PPO.Config(n_envs=4, n_steps=256)
+    agent = PPO(FIXED_LENGTH_ENV, cfg, seed=3, device="cpu")
+    try:
+        local, processes, actors = _batch(agent, None), _batch(agent, "local"), _batch(agent, "ray")
+    finally:
+        agent.close()
+    for f in fields(Batch):
+        a, b = getattr(local, f.name), getattr(actors, f.name)
+        assert a.shape == b.shape and a.dtype == b.dtype, f.name
+        c = getattr(processes, f.name)
+        assert (torch.equal(b, c) if isinstance(b, torch.Tensor) else np.array_equal(b, c)), f.name
+    for mask in ("valid", "terminated", "truncated"):
+        assert torch.equal(getattr(local, mask), getattr(actors, mask)), mask
+    assert actors.truncated[199].all() and not actors.valid[200].any() and actors.valid[201].all()
+    assert torch.equal(local.obs[0], actors.obs[0])
+    assert len(actors.episode_returns) == 4
+
+
+def test_normaliser_statistics_count_every_worker_observation(ray_session):
+    cfg = PPO.Config(n_envs=4, n_steps=16, norm_obs=True, norm_reward=True)
+    agent = PPO(FIXED_LENGTH_ENV, cfg, seed=0, device="cpu", backend="ray", workers=2)
+    try:
+        agent.learn(2 * 4 * 16)
+        stats = agent.parts.normalizers
+        # the reset observations of 4 copies, then 4 per step; the return statistics: 4 per step
+        assert stats.obs_rms.count == pytest.approx(4 + 2 * 4 * 16, abs=1e-3)
+        assert stats.return_rms.count == pytest.approx(2 * 4 * 16, abs=1e-3)
+        assert agent.rollout_workers is None  # stopped when learn returned
+    finally:
+        agent.close()
+
+
+class KillWorker:
+    """A training callback that SIGKILLs the process of rollout worker ``rank`` at the given
+    on_step calls (all of them with ``every=True``) and records the worker pids it saw."""
+
+    def __init__(self, at: set[int], rank: int = 1, every: bool = False):
+        self.at, self.rank, self.every, self.calls, self.pids = at, rank, every, 0, []
+
+    def on_step(self, num_timesteps, agent) -> bool:
+        self.calls += 1
+        pid = agent.rollout_workers.group.call(self.rank, "pid")
+        self.pids.append(pid)
+        if self.every or self.calls in self.at:
+            os.kill(pid, signal.SIGKILL)
+        return True
+
+
+def test_a_killed_ray_worker_is_restarted_and_training_goes_on(ray_session):
+    agent = PPO("CartPole-v1", PPO.Config(n_envs=4, n_steps=32), seed=0, device="cpu", backend="ray", workers=2)
+    killer = KillWorker(at={2})
+    try:
+        agent.learn(6 * 4 * 32, callback=killer)
+    finally:
+        agent.close()
+    assert agent.num_timesteps == 6 * 4 * 32
+    assert killer.pids[1] != killer.pids[2] and len(set(killer.pids[2:])) == 1  # one new process, kept
+
+
+def test_a_worker_that_keeps_dying_ends_learn_with_one_error(ray_session):
+    agent = PPO("CartPole-v1", PPO.Config(n_envs=4, n_steps=8), seed=0, device="cpu", backend="ray", workers=2)
+    t0 = time.monotonic()
+    try:
+        with pytest.raises(WorkerError, match=r"worker 1 \(RolloutWorker"):
+            agent.learn(100 * 4 * 8, callback=KillWorker(at=set(), every=True))
+    finally:
+        agent.close()
+    assert time.monotonic() - t0 < 60
+
+
+def test_workers_must_divide_n_envs():
+    from rlkit.errors import UsageError
+
+    with pytest.raises(UsageError, match="--workers 3 must divide n_envs"):
+        PPO("CartPole-v1", PPO.Config(n_envs=4, n_steps=8), seed=0, device="cpu", backend="ray", workers=3)
+
+
+def test_unreachable_ray_address_fails_in_seconds(rlkit_cli, tmp_path):
+    t0 = time.monotonic()
+    proc = rlkit_cli("train", "--algo", "ppo", "--env", "CartPole-v1", "--backend", "ray", "--workers", "2",
+                     "--ray-address", "127.0.0.1:1", "--steps", "2000", timeout=120)
+    assert time.monotonic() - t0 < 30
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1 and "127.0.0.1:1" in lines[0], proc.stderr
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").rglob("run.json"))
+
+
+CLUSTER_SCRIPT = textwrap.dedent("""
+    import subprocess, sys
+    from ray.cluster_utils import Cluster
+
+    node = {"num_cpus": 1, "node_ip_address": "127.0.0.1", "object_store_memory": 200 * 2**20}
+    cluster = Cluster(initialize_head=True, head_node_args={**node, "include_dashboard": False})
+    cluster.add_node(**node)
+    try:
+        proc = subprocess.run([sys.executable, "-m", "cli", "train", "--algo", "ppo", "--env", "CartPole-v1",
+                               "--backend", "ray", "--workers", "2", "--ray-address", cluster.address,
+                               "--steps", "2048", "--eval-every", "1024", "--runs-root", sys.argv[1]],
+                              capture_output=True, text=True, timeout=240)
+        print("RC", proc.returncode)
+        print(proc.stderr[-2000:])
+    finally:
+        cluster.shutdown()
+""")
+
+
+@pytest.mark.slow
+def test_ppo_on_a_two_node_cluster_on_this_machine(tmp_path):
+    """A head and a second node (ray.cluster_utils, both on 127.0.0.1, one CPU each): ``rlkit train
+    --ray-address`` joins it, its two rollout workers land one per node, and the run finishes."""
+    script = tmp_path / "cluster.py"
+    script.write_text(CLUSTER_SCRIPT)
+    env = {**os.environ, "PYTHONPATH": ROOT, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}  # loopback only
+    proc = subprocess.run([sys.executable, str(script), str(tmp_path / "runs")], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300, env=env)
+    assert "RC 0" in proc.stdout, proc.stdout + proc.stderr
+    runs = list((tmp_path / "runs").rglob("run.json"))
+    assert len(runs) == 1
