@@ -189,3 +189,47 @@ def test_ppo_on_a_two_node_cluster_on_this_machine(tmp_path):
     assert "RC 0" in proc.stdout, proc.stdout + proc.stderr
     runs = list((tmp_path / "runs").rglob("run.json"))
     assert len(runs) == 1
+
+
+def _descendants(pid: int) -> set[int]:
+    out = subprocess.run(["ps", "-e", "-o", "pid=,ppid="], capture_output=True, text=True).stdout
+    children: dict[int, list[int]] = {}
+    for line in out.splitlines():
+        child, parent = map(int, line.split())
+        children.setdefault(parent, []).append(child)
+    found, todo = set(), [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    return found
+
+
+def _alive(pid: int) -> bool:
+    state = subprocess.run(["ps", "-o", "stat=", "-p", str(pid)], capture_output=True, text=True).stdout.strip()
+    return bool(state) and not state.startswith("Z")
+
+
+def test_ctrl_c_leaves_no_ray_processes_behind(tmp_path):
+    """The private Ray of a `--backend ray` run (its GCS, raylet and actor processes, all descendants
+    of the CLI) is gone seconds after Ctrl-C, and the run keeps a checkpoint to resume from."""
+    run_dir = tmp_path / "run"
+    cmd = [sys.executable, "-m", "cli", "train", "--algo", "ppo", "--env", "CartPole-v1", "--backend", "ray",
+           "--workers", "2", "--steps", "10000000", "--eval-every", "100000", "--checkpoint-every", "2048",
+           "--run-dir", str(run_dir), "--no-progress"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline, family = time.time() + 180, set()
+    while time.time() < deadline and not list((run_dir / "checkpoints").glob("step_*.pt")):
+        family |= _descendants(proc.pid)
+        time.sleep(0.2)
+    family |= _descendants(proc.pid)
+    assert len(family) >= 4, "Ray's processes and two actors run under the CLI"
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "Traceback" not in err, err
+    assert list((run_dir / "checkpoints").glob("step_*.pt"))
+    deadline = time.time() + 20
+    while time.time() < deadline and any(_alive(p) for p in family):
+        time.sleep(0.5)
+    assert not [p for p in family if _alive(p)], "Ray processes outlived the run"
