@@ -233,3 +233,21 @@ def test_ctrl_c_leaves_no_ray_processes_behind(tmp_path):
     while time.time() < deadline and any(_alive(p) for p in family):
         time.sleep(0.5)
     assert not [p for p in family if _alive(p)], "Ray processes outlived the run"
+
+
+def test_a_resumed_run_collects_with_the_workers_it_was_started_with(tmp_path, monkeypatch):
+    """config.yaml's --workers survive a resume: the loaded agent gets them back (set_backend)."""
+    from rlkit import training
+    from rlkit.onpolicy import rollout_source
+
+    seen = []
+
+    def spy(agent):
+        seen.append((agent.backend, agent.n_workers))
+        return rollout_source(agent)
+
+    monkeypatch.setattr("rlkit.onpolicy.rollout_source", spy)
+    run = training.train("ppo", "CartPole-v1", steps=512, seed=0, workers=2, sets={"n_envs": 2, "n_steps": 128},
+                         runs_root=tmp_path, eval_every=256, final_eval_episodes=0, progress=False, quiet=True)
+    training.resume(run, steps=1024, progress=False, quiet=True)
+    assert seen == [("local", 2), ("local", 2)]
