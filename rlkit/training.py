@@ -184,6 +184,12 @@ def _versions() -> dict:
         out["stable_baselines3"] = stable_baselines3.__version__
     except ImportError:  # pragma: no cover
         pass
+    from importlib import metadata
+
+    try:
+        out["ray"] = metadata.version("ray")  # without importing it (seconds)
+    except metadata.PackageNotFoundError:  # pragma: no cover
+        pass
     return out
 
 
@@ -246,14 +252,15 @@ def check_device(device: str, hint: str = "") -> None:
 def _family_spaces(cls):
     """(observation space types, action space types) an algorithm's networks accept, or None if
     the agent checks its env itself (World Models). Hand-written agents: rlkit.networks
-    (``make_torso``: Box; ``ActionHead``: Discrete, MultiDiscrete, Box). SB3 adapters: what SB3's
-    preprocessing accepts, and the adapter's own ``action_spaces``."""
+    (``make_torso``: Box; ``ActionHead``: Discrete, MultiDiscrete, Box). Baseline adapters: what SB3's
+    preprocessing accepts (or the adapter's own ``observation_spaces``), and its ``action_spaces``."""
     from gymnasium import spaces
 
     module = cls.__module__
-    if module.startswith("rlkit.baselines.sb3"):
-        return ((spaces.Box, spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary, spaces.Dict),
-                tuple(cls.action_spaces))
+    if module.startswith("rlkit.baselines."):  # SB3 preprocesses these; an adapter may narrow them
+        obs = getattr(cls, "observation_spaces",
+                      (spaces.Box, spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary, spaces.Dict))
+        return tuple(obs), tuple(cls.action_spaces)
     names = {f for f in getattr(cls.Config, "__dataclass_fields__", {})}
     if {"hidden", "activation", "cnn"} <= names:  # built by rlkit.onpolicy.build_parts
         return (spaces.Box,), (spaces.Discrete, spaces.MultiDiscrete, spaces.Box)

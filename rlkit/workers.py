@@ -70,16 +70,33 @@ def start_ray(num_cpus: int | None = None, address: str | None = None) -> bool:
 
         maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
         try:
-            with _single_node(local):
+            with _single_node(local), _keep_sigterm_handler():
                 ray.init(address=target, **({"_node_ip_address": "127.0.0.1"} if local else {}), **quiet)
         except (ConnectionError, RuntimeError, ValueError) as exc:
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
             raise UsageError(f"--ray-address {address}: cannot join a Ray cluster there ({first})") from None
         return False
-    with _single_node(True):
-        ray.init(num_cpus=num_cpus or os.cpu_count() or 1, include_dashboard=False, _node_ip_address="127.0.0.1",
-                 object_store_memory=OBJECT_STORE_BYTES, **quiet)
+    # address="local": a new private Ray even while another runs on this machine (without it, Ray
+    # joins the cluster it finds recorded in /tmp/ray and refuses num_cpus).
+    with _single_node(True), _keep_sigterm_handler():
+        ray.init(address="local", num_cpus=num_cpus or os.cpu_count() or 1, include_dashboard=False,
+                 _node_ip_address="127.0.0.1", object_store_memory=OBJECT_STORE_BYTES, **quiet)
     return True
+
+
+@contextlib.contextmanager
+def _keep_sigterm_handler():
+    """``ray.init`` replaces the process's SIGTERM handler (with one that exits 1, over a C++ one that
+    dumps a stack), so rlkit's own (rlkit/commands.py: the run stops as on Ctrl-C, exit 143,
+    resumable) would never run. Put back the handler that was there."""
+    import threading
+
+    previous = signal.getsignal(signal.SIGTERM) if threading.current_thread() is threading.main_thread() else None
+    try:
+        yield
+    finally:
+        if previous is not None:  # None: a handler installed outside Python, left as Ray made it
+            signal.signal(signal.SIGTERM, previous)
 
 
 @contextlib.contextmanager

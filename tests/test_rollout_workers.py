@@ -211,9 +211,11 @@ def _alive(pid: int) -> bool:
     return bool(state) and not state.startswith("Z")
 
 
-def test_ctrl_c_leaves_no_ray_processes_behind(tmp_path):
+@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_ctrl_c_or_sigterm_leaves_no_ray_processes_behind(tmp_path, sig, code):
     """The private Ray of a `--backend ray` run (its GCS, raylet and actor processes, all descendants
-    of the CLI) is gone seconds after Ctrl-C, and the run keeps a checkpoint to resume from."""
+    of the CLI) is gone seconds after Ctrl-C or SIGTERM, the exit code is rlkit's own (Ray's
+    handler would exit 15), and the run keeps a checkpoint to resume from."""
     run_dir = tmp_path / "run"
     cmd = [sys.executable, "-m", "cli", "train", "--algo", "ppo", "--env", "CartPole-v1", "--backend", "ray",
            "--workers", "2", "--steps", "10000000", "--eval-every", "100000", "--checkpoint-every", "2048",
@@ -225,9 +227,9 @@ def test_ctrl_c_leaves_no_ray_processes_behind(tmp_path):
         time.sleep(0.2)
     family |= _descendants(proc.pid)
     assert len(family) >= 4, "Ray's processes and two actors run under the CLI"
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130 and "Traceback" not in err, err
+    assert proc.returncode == code and "Traceback" not in err, err
     assert list((run_dir / "checkpoints").glob("step_*.pt"))
     deadline = time.time() + 20
     while time.time() < deadline and any(_alive(p) for p in family):
