@@ -18,7 +18,6 @@ into one ``Batch``, plugs in where the local one is (``--workers N``, ``--backen
 from __future__ import annotations
 
 import contextlib
-import copy
 import sys
 import time
 from dataclasses import dataclass, fields
@@ -135,14 +134,16 @@ class RolloutWorker:
     the rollout as numpy arrays, with the moments of the observations (and returns) it normalised,
     which the learner merges into its statistics."""
 
-    def __init__(self, rank: int, env_factory: EnvFactory, model: ActorCritic, normalizers: Normalizers, *,
-                 n_envs: int, n_steps: int, seed: int, torch_threads: int = 1):
+    def __init__(self, rank: int, env_factory: EnvFactory, config, critic: bool, normalizers: Normalizers, *,
+                 n_envs: int, n_steps: int, seed: int):
         import envs  # noqa: F401  a gym.register in the driver is not seen by other processes
 
-        if torch_threads > 0:
-            torch.set_num_threads(torch_threads)
+        if config.torch_threads > 0:
+            torch.set_num_threads(config.torch_threads)
         seed_everything(seed + rank)  # each worker samples its own actions
-        self.model, self.normalizers = model.cpu(), normalizers
+        _, model_obs_space, action_space = env_factory.spaces()
+        # Built from the config, not shipped: its weights arrive with every collect() call.
+        self.model, self.normalizers = make_model(model_obs_space, action_space, config, critic), normalizers
         self.collector = Collector(env_factory, self.model, normalizers, n_envs=n_envs, n_steps=n_steps,
                                    seed=seed, rank=rank)
 
@@ -208,10 +209,10 @@ class ParallelCollector:
         worker_normalizers = Normalizers(parts.env_factory.spaces()[1], norm_obs=parts.normalizers.obs_rms is not None,
                                          norm_reward=parts.normalizers.return_rms is not None,
                                          gamma=parts.normalizers.gamma, record=True)
-        kwargs = dict(n_envs=c.n_envs // n_workers, n_steps=c.n_steps, seed=seed, torch_threads=c.torch_threads)
-        self.group = WorkerGroup(RolloutWorker, (parts.env_factory, copy.deepcopy(parts.model).cpu(),
-                                                 worker_normalizers), kwargs, n_workers=n_workers,
-                                 backend=backend, ray_address=ray_address, in_process=False)
+        kwargs = dict(n_envs=c.n_envs // n_workers, n_steps=c.n_steps, seed=seed)
+        critic = parts.model.value is not None
+        self.group = WorkerGroup(RolloutWorker, (parts.env_factory, c, critic, worker_normalizers), kwargs,
+                                 n_workers=n_workers, backend=backend, ray_address=ray_address, in_process=False)
 
     def collect(self) -> Batch:
         parts = self.parts
@@ -259,6 +260,11 @@ class OnPolicyParts:
             self.collector.close()
 
 
+def make_model(model_obs_space, action_space, c, critic: bool = True) -> ActorCritic:
+    return ActorCritic(model_obs_space, action_space, hidden=c.hidden, activation=c.activation, shared=c.shared,
+                       log_std_init=c.log_std_init, critic=critic, cnn=c.cnn)
+
+
 def build_parts(env_id: str, env_kwargs: dict, c, *, seed: int, device: str, critic: bool = True,
                 seed_globals: bool = True, collector: bool = True) -> OnPolicyParts:
     """Env factory, normalisers, model and the learner's own collector from an agent's config ``c``.
@@ -281,8 +287,7 @@ def build_parts(env_id: str, env_kwargs: dict, c, *, seed: int, device: str, cri
     # A loaded agent's weights come from its checkpoint: its throwaway initial ones are drawn from a
     # forked RNG, so loading leaves the process's random stream where it was.
     with contextlib.nullcontext() if seed_globals else torch.random.fork_rng(devices=[]):
-        model = ActorCritic(model_obs_space, action_space, hidden=c.hidden, activation=c.activation,
-                            shared=c.shared, log_std_init=c.log_std_init, critic=critic, cnn=c.cnn).to(device)
+        model = make_model(model_obs_space, action_space, c, critic).to(device)
     own = Collector(factory, model, normalizers, n_envs=c.n_envs, n_steps=c.n_steps, seed=seed) if collector else None
     return OnPolicyParts(factory, normalizers, model, own, device, obs_space, action_space)
 
