@@ -155,6 +155,13 @@ def fraction_of_reference(value: float, reference: float) -> float:
 # rlkit's agents after seeding), specs and running statistics (rlkit.normalization saves those)
 # are left out, as is anything else that is not plain data (functions, renderers).
 _SKIP = object()
+# Physics engines keep an env's state in C++ objects no plain-data snapshot can hold: an env that
+# holds one (Box2D: LunarLander, CarRacing, BipedalWalker; MuJoCo) restarts its episodes on resume.
+_ENGINES = ("Box2D", "mujoco")
+
+
+class NotPlainData(Exception):
+    """The env's state cannot be taken as plain data (a physics engine, a reference cycle)."""
 
 
 def _is_stateful_object(value) -> bool:
@@ -166,9 +173,12 @@ def _is_stateful_object(value) -> bool:
     return type(value).__module__.split(".")[0] in ("gymnasium", "envs", "rlkit")
 
 
-def _pack(value):
+def _pack(value, seen: set):
     import torch
 
+    module = getattr(type(value), "__module__", None) or ""  # some SWIG types have none
+    if module.split(".")[0] in _ENGINES:
+        raise NotPlainData(f"{module}.{type(value).__name__}")
     if isinstance(value, enum.Enum):  # modes and options: configuration, not state
         return _SKIP
     if isinstance(value, np.generic):  # before float: np.float64 is a float subclass
@@ -182,23 +192,28 @@ def _pack(value):
     if isinstance(value, np.random.Generator):
         return {"__generator__": value.bit_generator.state}
     if isinstance(value, (list, tuple, deque)):
-        items = [_pack(v) for v in value]
+        items = [_pack(v, seen) for v in value]
         if any(item is _SKIP for item in items):
             return _SKIP
         kind = "deque" if isinstance(value, deque) else type(value).__name__
         return {"__seq__": items, "kind": kind, "maxlen": getattr(value, "maxlen", None)}
     if _is_stateful_object(value):
-        return {"__object__": env_state(value)}
+        return {"__object__": env_state(value, seen)}
     return _SKIP
 
 
-def env_state(obj) -> dict:
-    """The plain-data state of an env (or vector env, or wrapper chain), weights-only loadable."""
+def env_state(obj, seen: set | None = None) -> dict:
+    """The plain-data state of an env (or vector env, or wrapper chain), weights-only loadable.
+    Raises NotPlainData for an env whose state is not all plain data (see ``_ENGINES``)."""
+    seen = set() if seen is None else seen
+    if id(obj) in seen:  # an object that refers back to its env: not a tree of plain data
+        raise NotPlainData(f"a reference cycle through {type(obj).__name__}")
+    seen.add(id(obj))
     out, caches = {}, getattr(type(obj), "_cache_attrs", ())  # an env's own list of caches, not state
     for name, value in vars(obj).items():
         if name in caches:
             continue
-        packed = _pack(value)
+        packed = _pack(value, seen)
         if packed is not _SKIP:
             out[name] = packed
     return out

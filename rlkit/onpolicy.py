@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from rlkit.checkpoint import agent_meta, load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from rlkit.environments import EnvFactory, env_state, load_env_state, seed_everything
+from rlkit.environments import EnvFactory, NotPlainData, env_state, load_env_state, seed_everything
 from rlkit.errors import UsageError
 from rlkit.networks import CNNS, ActorCritic, is_image_space, resolve_device
 from rlkit.normalization import Normalizers
@@ -114,10 +114,15 @@ class Collector:
     def collect(self) -> Batch:
         return self.rollout.collect(self.policy_step)
 
-    def state(self) -> dict:
+    def state(self) -> dict | None:
         """Where the envs are: their plain-data state, the current observations and which copies
-        are due an autoreset step. A resumed run continues these episodes (exact resume)."""
-        return {"env": env_state(self.env), "obs": self.rollout.obs.cpu(), "resetting": self.rollout.resetting.cpu()}
+        are due an autoreset step. A resumed run continues these episodes (exact resume). None for
+        an env whose state is not plain data (a physics engine's): a resumed run restarts them."""
+        try:
+            envs = env_state(self.env)
+        except NotPlainData:
+            return None
+        return {"env": envs, "obs": self.rollout.obs.cpu(), "resetting": self.rollout.resetting.cpu()}
 
     def load_state(self, state: dict) -> None:
         load_env_state(self.env, state["env"])
@@ -398,8 +403,8 @@ def save_agent(agent, path) -> None:
     parts = agent.parts
     state = {"model": parts.model.state_dict(), "rng": rng_state(), **parts.normalizers.state(),
              "optimizer": agent.optimizer.state_dict()}
-    if parts.collector is not None:
-        state["collector"] = parts.collector.state()
+    if parts.collector is not None and (envs := parts.collector.state()) is not None:
+        state["collector"] = envs
     save_checkpoint(path, state, agent_meta(agent.algo_name, agent, avg_reward=getattr(agent, "avg_reward", None)))
 
 

@@ -162,3 +162,41 @@ def test_exact_resume(cls, env_id, over, tmp_path):
     finally:
         whole.close()
         resumed.close()
+
+
+@pytest.mark.parametrize("env_id", ["LunarLander-v3", "CarRacing-v3"])
+def test_a_physics_engine_env_saves_without_env_state_and_resumes(env_id, tmp_path):
+    """Box2D keeps the env's state in C++ (and CarRacing's contact listener refers back to its env):
+    no plain-data snapshot exists, so the checkpoint holds none and a loaded agent starts new
+    episodes, instead of failing to save or restoring half an env."""
+    from rlkit.checkpoint import load_checkpoint
+
+    cfg = _cfg(PPO, n_steps=4, batch_size=8, n_epochs=1, cnn="compact")
+    agent = PPO(env_id, cfg, seed=0, device="cpu")
+    try:
+        agent.learn(8)
+        assert agent.parts.collector.state() is None
+        agent.save(tmp_path / "a.pt")
+    finally:
+        agent.close()
+    state, _ = load_checkpoint(tmp_path / "a.pt")
+    assert "collector" not in state
+    loaded = PPO.load(tmp_path / "a.pt")
+    try:
+        loaded.learn(16)
+        assert loaded.num_timesteps == 16
+    finally:
+        loaded.close()
+
+
+def test_env_state_refuses_a_reference_cycle():
+    from rlkit.environments import NotPlainData, env_state
+
+    class Holder:  # stands in for an env helper that keeps a reference to its env
+        pass
+
+    Holder.__module__ = "envs.fake"
+    a, b = Holder(), Holder()
+    a.other, b.other = b, a
+    with pytest.raises(NotPlainData, match="cycle"):
+        env_state(a)

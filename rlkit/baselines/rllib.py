@@ -30,7 +30,6 @@ plus metadata, written with rlkit.checkpoint; never RLlib's own checkpoint direc
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import warnings
@@ -43,7 +42,7 @@ import numpy as np
 import torch
 from gymnasium import spaces
 
-from rlkit.checkpoint import check_spaces, load_checkpoint, save_checkpoint, space_signature
+from rlkit.checkpoint import agent_meta, check_spaces, load_checkpoint, save_checkpoint
 from rlkit.config import config_from_dict
 from rlkit.errors import UsageError, first_line
 from rlkit.logger import NullLogger
@@ -348,13 +347,8 @@ class RLlibPPO:
             state["optimizer"] = optimizer
         import ray
 
-        meta = {"algo": self.algo_name, "env_id": self.env_id, "env_kwargs": self.env_kwargs, "seed": self.seed,
-                "config": dataclasses.asdict(self.config), "num_timesteps": self.num_timesteps,
-                "kl_coeff": self._kl_coeff, "backend": self.backend, "workers": self.workers or None,
-                "ray": ray.__version__,
-                "observation_space": space_signature(self.observation_space),
-                "action_space": space_signature(self.action_space)}
-        save_checkpoint(path, state, meta)
+        save_checkpoint(path, state, agent_meta(self.algo_name, self, kl_coeff=self._kl_coeff, backend=self.backend,
+                                                workers=self.workers or None, ray=ray.__version__))
 
     @classmethod
     def load(cls, path: Path, device: str = "cpu") -> RLlibPPO:

@@ -27,7 +27,7 @@ from stable_baselines3.common.utils import LinearSchedule
 from stable_baselines3.common.vec_env import VecNormalize
 
 import envs  # noqa: F401  registers rlkit/* for SB3's gym.make
-from rlkit.checkpoint import load_checkpoint, save_checkpoint, space_signature
+from rlkit.checkpoint import agent_meta, load_checkpoint, save_checkpoint
 from rlkit.config import config_from_dict
 from rlkit.errors import UsageError
 from rlkit.logger import NullLogger
@@ -241,12 +241,8 @@ class SB3Agent:
                 "obs_var": torch.as_tensor(self.vecnorm.obs_rms.var),
                 "obs_count": float(self.vecnorm.obs_rms.count), "ret_mean": torch.as_tensor(self.vecnorm.ret_rms.mean),
                 "ret_var": torch.as_tensor(self.vecnorm.ret_rms.var), "ret_count": float(self.vecnorm.ret_rms.count)}
-        meta = {"algo": self.algo_name, "env_id": self.env_id, "env_kwargs": self.env_kwargs, "seed": self.seed,
-                "config": dataclasses.asdict(self.config), "num_timesteps": self.num_timesteps,
-                "n_updates": int(getattr(self.model, "_n_updates", 0)),
-                "observation_space": space_signature(self.observation_space),
-                "action_space": space_signature(self.action_space)}
-        save_checkpoint(path, state, meta)
+        n_updates = int(getattr(self.model, "_n_updates", 0))
+        save_checkpoint(path, state, agent_meta(self.algo_name, self, n_updates=n_updates))
 
     @classmethod
     def load(cls, path: Path, device: str = "cpu") -> SB3Agent:
