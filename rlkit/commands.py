@@ -58,6 +58,12 @@ def dispatch(args) -> int:
         _drop_stdout()
         return 141
     except Exception as exc:  # noqa: BLE001  the last resort: one line, the traceback in a file
+        from rlkit.workers import WorkerError
+
+        if isinstance(exc, WorkerError):  # a worker that raised or kept dying: named, the run resumable
+            print(f"rlkit: error: {_one_line(first_line(exc))}", file=sys.stderr)
+            _resume_hint()
+            return 1
         path = _crash_log(exc)
         print(f"rlkit: unexpected error: {type(exc).__name__}: {_one_line(first_line(exc))} "
               f"(traceback in {path})", file=sys.stderr)

@@ -187,7 +187,8 @@ def env_step_seconds(env_factory: EnvFactory, steps: int = 200) -> float:
 
 # Below this per-step cost an env is cheaper to step than the messages that ship its rollouts
 # between processes: bench/ray_scaling.py measured CartPole-v1 (~80 µs a step through the vector
-# wrappers) at 0.59x of one process with two Ray workers, CarRacing-v3 (~10 ms) at 1.65x.
+# wrappers) at 0.59x of one process with two Ray workers, CarRacing-v3 (~10 ms) at 1.65x; where
+# between the two the break-even lies was not measured.
 CHEAP_STEP_S = 2e-4
 
 

@@ -253,3 +253,38 @@ def test_a_resumed_run_collects_with_the_workers_it_was_started_with(tmp_path, m
                          runs_root=tmp_path, eval_every=256, final_eval_episodes=0, progress=False, quiet=True)
     training.resume(run, steps=1024, progress=False, quiet=True)
     assert seen == [("local", 2), ("local", 2)]
+
+
+def _actor_pids(family: set[int]) -> list[int]:
+    out = []
+    for pid in family:
+        cmd = subprocess.run(["ps", "-o", "args=", "-p", str(pid)], capture_output=True, text=True).stdout
+        if "_Host" in cmd:  # Ray names an actor's process after its class (rlkit.workers._Host)
+            out.append(pid)
+    return out
+
+
+@pytest.mark.slow
+def test_a_worker_that_keeps_dying_ends_the_cli_run_with_one_line_and_a_resumable_checkpoint(tmp_path):
+    run_dir = tmp_path / "run"
+    cmd = [sys.executable, "-m", "cli", "train", "--algo", "ppo", "--env", "CartPole-v1", "--backend", "ray",
+           "--workers", "2", "--steps", "10000000", "--eval-every", "100000", "--checkpoint-every", "2048",
+           "--run-dir", str(run_dir), "--no-progress"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 180
+    while time.time() < deadline and not list((run_dir / "checkpoints").glob("step_*.pt")):
+        time.sleep(0.2)
+    deadline = time.time() + 90
+    while proc.poll() is None and time.time() < deadline:  # kill every actor process, again and again
+        for pid in _actor_pids(_descendants(proc.pid)):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        time.sleep(0.3)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1, err
+    rlkit_lines = [line for line in err.splitlines() if line.startswith("rlkit:")]
+    assert len(rlkit_lines) == 1 and "RolloutWorker" in rlkit_lines[0] and "died" in rlkit_lines[0], err
+    assert "Traceback" not in err
+    assert f"resume with: rlkit train --resume {run_dir}" in out
