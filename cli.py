@@ -93,9 +93,13 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--n-envs", type=_int("--n-envs", 1), default=None, help="parallel envs (default: from config)")
     t.add_argument("--device", default=None,
                    help="auto | cpu | cuda | cuda:<i> (default: auto; with --resume: the run's own)")
-    t.add_argument("--backend", default=None, choices=["local", "ray"], help="(default: local)")
-    t.add_argument("--workers", type=_int("--workers", 1), default=None, help="rollout workers (ray / a3c)")
-    t.add_argument("--ray-address", default=None, help="'auto' to join a running Ray cluster")
+    t.add_argument("--backend", default=None, choices=["local", "ray"],
+                   help="local: this machine's processes; ray: Ray actors (default: local)")
+    t.add_argument("--workers", type=_int("--workers", 1), default=None,
+                   help="parallel workers: rollout workers sharing n_envs (reinforce, actor-critic, ppo), "
+                        "a3c's actor-learners, world-models' collectors; ray default: one per core")
+    t.add_argument("--ray-address", default=None,
+                   help="join a running Ray cluster: 'auto' (started here with `ray start --head`) or host:port")
     t.add_argument("--config", default=None, help="YAML file of hyperparameters (flat, or keyed by env id)")
     t.add_argument("--set", nargs="+", action="extend", default=None, metavar="KEY=VALUE",
                    help="override one hyperparameter, e.g. --set learning_rate=3e-4 n_epochs=4")
