@@ -1,9 +1,15 @@
 import os
+import signal
 import sys
 from pathlib import Path
 
 import pytest
 
+# A test run started in the background by a script without job control (`make test &`) inherits
+# SIGINT ignored, and so would the CLI subprocesses the Ctrl-C tests interrupt: Python installs its
+# KeyboardInterrupt handler only when SIGINT is not ignored at start-up. Give it back.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
 os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
 ROOT = Path(__file__).resolve().parent.parent
