@@ -211,6 +211,17 @@ def _alive(pid: int) -> bool:
     return bool(state) and not state.startswith("Z")
 
 
+def _stop(proc: subprocess.Popen) -> None:
+    """A CLI a failed test left running: SIGTERM (rlkit stops its Ray), then SIGKILL."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 @pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_ctrl_c_or_sigterm_leaves_no_ray_processes_behind(tmp_path, sig, code):
     """The private Ray of a `--backend ray` run (its GCS, raylet and actor processes, all descendants
@@ -221,14 +232,17 @@ def test_ctrl_c_or_sigterm_leaves_no_ray_processes_behind(tmp_path, sig, code):
            "--workers", "2", "--steps", "10000000", "--eval-every", "100000", "--checkpoint-every", "2048",
            "--run-dir", str(run_dir), "--no-progress"]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    deadline, family = time.time() + 180, set()
-    while time.time() < deadline and not list((run_dir / "checkpoints").glob("step_*.pt")):
+    try:
+        deadline, family = time.time() + 180, set()
+        while time.time() < deadline and not list((run_dir / "checkpoints").glob("step_*.pt")):
+            family |= _descendants(proc.pid)
+            time.sleep(0.2)
         family |= _descendants(proc.pid)
-        time.sleep(0.2)
-    family |= _descendants(proc.pid)
-    assert len(family) >= 4, "Ray's processes and two actors run under the CLI"
-    proc.send_signal(sig)
-    _, err = proc.communicate(timeout=60)
+        assert len(family) >= 4, "Ray's processes and two actors run under the CLI"
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        _stop(proc)
     assert proc.returncode == code and "Traceback" not in err, err
     assert list((run_dir / "checkpoints").glob("step_*.pt"))
     deadline = time.time() + 20
@@ -271,18 +285,21 @@ def test_a_worker_that_keeps_dying_ends_the_cli_run_with_one_line_and_a_resumabl
            "--workers", "2", "--steps", "10000000", "--eval-every", "100000", "--checkpoint-every", "2048",
            "--run-dir", str(run_dir), "--no-progress"]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 180
-    while time.time() < deadline and not list((run_dir / "checkpoints").glob("step_*.pt")):
-        time.sleep(0.2)
-    deadline = time.time() + 90
-    while proc.poll() is None and time.time() < deadline:  # kill every actor process, again and again
-        for pid in _actor_pids(_descendants(proc.pid)):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        time.sleep(0.3)
-    out, err = proc.communicate(timeout=60)
+    try:
+        deadline = time.time() + 180
+        while time.time() < deadline and not list((run_dir / "checkpoints").glob("step_*.pt")):
+            time.sleep(0.2)
+        deadline = time.time() + 90
+        while proc.poll() is None and time.time() < deadline:  # kill every actor process, again and again
+            for pid in _actor_pids(_descendants(proc.pid)):
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            time.sleep(0.3)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        _stop(proc)
     assert proc.returncode == 1, err
     rlkit_lines = [line for line in err.splitlines() if line.startswith("rlkit:")]
     assert len(rlkit_lines) == 1 and "RolloutWorker" in rlkit_lines[0] and "died" in rlkit_lines[0], err
