@@ -211,6 +211,23 @@ def _alive(pid: int) -> bool:
     return bool(state) and not state.startswith("Z")
 
 
+def _endless_ray_run(run_dir, stdout) -> subprocess.Popen:
+    """`rlkit train` of PPO with two Ray workers that runs until stopped, checkpointing every 2,048 steps."""
+    cmd = [sys.executable, "-m", "cli", "train", "--algo", "ppo", "--env", "CartPole-v1", "--backend", "ray",
+           "--workers", "2", "--steps", "10000000", "--eval-every", "100000", "--checkpoint-every", "2048",
+           "--run-dir", str(run_dir), "--no-progress"]
+    return subprocess.Popen(cmd, cwd=ROOT, stdout=stdout, stderr=subprocess.PIPE, text=True)
+
+
+def _first_checkpoint(run_dir, proc, timeout: float = 180) -> set[int]:
+    """Wait for the run's first checkpoint; the processes seen under the CLI meanwhile."""
+    deadline, family = time.time() + timeout, set()
+    while time.time() < deadline and not list((run_dir / "checkpoints").glob("step_*.pt")):
+        family |= _descendants(proc.pid)
+        time.sleep(0.2)
+    return family | _descendants(proc.pid)
+
+
 def _stop(proc: subprocess.Popen) -> None:
     """A CLI a failed test left running: SIGTERM (rlkit stops its Ray), then SIGKILL."""
     if proc.poll() is None:
@@ -228,16 +245,9 @@ def test_ctrl_c_or_sigterm_leaves_no_ray_processes_behind(tmp_path, sig, code):
     of the CLI) is gone seconds after Ctrl-C or SIGTERM, the exit code is rlkit's own (Ray's
     handler would exit 15), and the run keeps a checkpoint to resume from."""
     run_dir = tmp_path / "run"
-    cmd = [sys.executable, "-m", "cli", "train", "--algo", "ppo", "--env", "CartPole-v1", "--backend", "ray",
-           "--workers", "2", "--steps", "10000000", "--eval-every", "100000", "--checkpoint-every", "2048",
-           "--run-dir", str(run_dir), "--no-progress"]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = _endless_ray_run(run_dir, subprocess.DEVNULL)
     try:
-        deadline, family = time.time() + 180, set()
-        while time.time() < deadline and not list((run_dir / "checkpoints").glob("step_*.pt")):
-            family |= _descendants(proc.pid)
-            time.sleep(0.2)
-        family |= _descendants(proc.pid)
+        family = _first_checkpoint(run_dir, proc)
         assert len(family) >= 4, "Ray's processes and two actors run under the CLI"
         proc.send_signal(sig)
         _, err = proc.communicate(timeout=60)
@@ -281,14 +291,9 @@ def _actor_pids(family: set[int]) -> list[int]:
 @pytest.mark.slow
 def test_a_worker_that_keeps_dying_ends_the_cli_run_with_one_line_and_a_resumable_checkpoint(tmp_path):
     run_dir = tmp_path / "run"
-    cmd = [sys.executable, "-m", "cli", "train", "--algo", "ppo", "--env", "CartPole-v1", "--backend", "ray",
-           "--workers", "2", "--steps", "10000000", "--eval-every", "100000", "--checkpoint-every", "2048",
-           "--run-dir", str(run_dir), "--no-progress"]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = _endless_ray_run(run_dir, subprocess.PIPE)
     try:
-        deadline = time.time() + 180
-        while time.time() < deadline and not list((run_dir / "checkpoints").glob("step_*.pt")):
-            time.sleep(0.2)
+        _first_checkpoint(run_dir, proc)
         deadline = time.time() + 90
         while proc.poll() is None and time.time() < deadline:  # kill every actor process, again and again
             for pid in _actor_pids(_descendants(proc.pid)):
