@@ -171,16 +171,21 @@ class RolloutWorker:
         self.collector.close()
 
 
-def env_step_seconds(env_factory: EnvFactory, steps: int = 200) -> float:
-    """Wall time of one step of one env copy with random actions (for the cheap-env warning)."""
+def env_step_seconds(env_factory: EnvFactory, steps: int = 200, budget_s: float | None = None) -> float:
+    """Wall time of one step of one env copy with random actions (for the cheap-env warning).
+    ``budget_s``: stop early once the probe has taken that long (an expensive env is clearly not
+    cheap after a few steps; the start of a run should not wait for 200 of them)."""
     venv = env_factory.make(1, seed=0)
     try:
         venv.reset(seed=0)
         venv.action_space.seed(0)
-        t0 = time.perf_counter()
-        for _ in range(steps):
+        t0, done = time.perf_counter(), 0
+        while done < steps:
             venv.step(venv.action_space.sample())
-        return (time.perf_counter() - t0) / steps
+            done += 1
+            if budget_s is not None and time.perf_counter() - t0 > budget_s:
+                break
+        return (time.perf_counter() - t0) / done
     finally:
         venv.close()
 
@@ -207,7 +212,7 @@ class ParallelCollector:
 
         self.parts = parts
         if backend == "ray":
-            step_s = env_step_seconds(parts.env_factory)
+            step_s = env_step_seconds(parts.env_factory, budget_s=0.1)
             if step_s < CHEAP_STEP_S:
                 print(f"warning: one {parts.env_factory.env_id} step takes {step_s * 1e6:.0f} µs: shipping rollouts "
                       "between Ray actors costs more than the workers save; --backend local is likely faster",
