@@ -19,7 +19,8 @@ from agents.world_models.controller import CMAES, ActionCodec, linear_outputs, n
 from agents.world_models.mdrnn import MDNRNN, mdrnn_loss, mixture_nll, sample_mixture  # noqa: E402
 from agents.world_models.rollouts import dream_rollouts  # noqa: E402
 from agents.world_models.stages import write_dream_gif  # noqa: E402
-from agents.world_models.vae import ConvVAE, vae_loss  # noqa: E402
+from agents.world_models.vae import ConvVAE, to_tensor, vae_loss  # noqa: E402
+from rlkit.environments import make_env  # noqa: E402
 from rlkit.errors import UsageError  # noqa: E402
 
 ENV = "rlkit/Catch-v0"
@@ -163,6 +164,18 @@ def test_sample_mixture_temperature_and_shapes():
     near = (z_hot.abs() - 3).abs()
     assert near.std() > (z.abs() - 3).abs().std()  # tau > 1 widens each component
 
+
+
+def test_sample_mixture_mean_is_the_drawn_component_without_noise():
+    logpi = torch.log(torch.tensor([0.5, 0.5])).expand(400, 3, 2)
+    mu = torch.tensor([-3.0, 3.0]).expand(400, 3, 2)
+    logsigma = torch.full((400, 3, 2), math.log(0.5))
+    noise = (torch.rand(400, 3, generator=torch.Generator().manual_seed(1)),
+             torch.randn(400, 3, generator=torch.Generator().manual_seed(2)))
+    z, mean = sample_mixture(logpi, mu, logsigma, 0.5, noise=noise, with_mean=True)
+    assert set(mean.unique().tolist()) == {-3.0, 3.0}  # a component's mean, never a blend
+    torch.testing.assert_close(z - mean, 0.5 * math.sqrt(0.5) * noise[1])  # z = mean + sigma sqrt(tau) eps
+    torch.testing.assert_close(z, sample_mixture(logpi, mu, logsigma, 0.5, noise=noise))
 
 # --- C and CMA-ES ---------------------------------------------------------------------------
 def test_action_codec_discrete_and_box():
@@ -389,6 +402,51 @@ def test_dream_scores_do_not_depend_on_batching(pipeline):
     np.testing.assert_allclose(dream(params[1:2], [5, 6, 7]), together[1:2], rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(np.hstack([dream(params, [5]), dream(params, [6, 7])]), together, rtol=1e-5, atol=1e-6)
     assert not np.allclose(together[:, 0], together[:, 1])  # different seeds, different episodes
+
+
+def test_dream_controller_sees_noise_free_latents(pipeline, monkeypatch):
+    """controller_input=mean: C's z input is the start frame's posterior mean, then the drawn
+    components' means (what V's mean is in the real env); sample: the sampled z (the paper)."""
+    import agents.world_models.rollouts as rollouts
+
+    agent, _, _ = pipeline
+    seen = []
+    real_linear = rollouts.linear_outputs
+    monkeypatch.setattr(rollouts, "linear_outputs", lambda p, x: seen.append(x[:, :4].clone()) or real_linear(p, x))
+    params = np.random.default_rng(0).normal(size=(1, agent.params.numel()))
+    bank = agent.init_latents["init_mu"]
+    for mode in ("mean", "sample"):
+        seen.clear()
+        dream_rollouts(agent.mdrnn, agent.codec, params, bank, agent.init_latents["init_logvar"], seeds=[3, 4],
+                       temperature=1.0, max_steps=3, controller_input=mode)
+        first_is_bank_row = [(bank == row).all(dim=1).any().item() for row in seen[0]]
+        assert all(first_is_bank_row) == (mode == "mean"), mode
+
+
+@pytest.mark.parametrize("mode", ["real", "dream"])
+def test_z_only_controller_shapes_and_save_load(pipeline, tmp_path, mode):
+    """controller_inputs=z: C = W z + b (the paper's V-only controller), searched in either env,
+    saved and reloaded with its size; a [z, h] config refuses the file."""
+    agent, run_dir, _ = pipeline
+    for name in ("vae.pt", "mdrnn.pt"):
+        (tmp_path / name).write_bytes((run_dir / name).read_bytes())
+    cfg = tiny_config(stage="controller", controller_env=mode, controller_inputs="z", work_dir=str(tmp_path))
+    z_only = WorldModels(ENV, cfg, device="cpu")
+    z_only.learn(0)
+    z_dim, out = cfg.z_dim, agent.codec.out_dim
+    assert z_only.params.shape == (n_params(z_dim, out),) and z_only.metas["controller"]["in_dim"] == z_dim
+    z_only.params = torch.randn_like(z_only.params)
+    z_only.save(tmp_path / "agent.pt")
+    loaded = WorldModels.load(tmp_path / "agent.pt")
+    assert torch.equal(loaded.params, z_only.params) and loaded.cfg.controller_inputs == "z"
+    frames = np.stack([make_env(ENV).reset(seed=s)[0] for s in range(3)])
+    np.testing.assert_array_equal(loaded.predict(frames), z_only.predict(frames))
+    # h does not reach a z-only C: its action is W z + b whatever M remembers.
+    z, _ = loaded.vae.encode(to_tensor(frames, "cpu"))
+    expect = loaded.codec.squash(linear_outputs(loaded.params.expand(3, -1), z)).numpy()
+    np.testing.assert_array_equal(loaded.predict(frames), expect)
+    with pytest.raises(UsageError, match="in_dim"):
+        WorldModels(ENV, tiny_config(stage="controller", work_dir=str(tmp_path))).learn(0)
 
 
 def test_dream_controller_stage_and_mismatch(pipeline, tmp_path):

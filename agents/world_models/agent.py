@@ -84,6 +84,7 @@ class Config:
     dream_init_bank: int = 10_000  # first-frame latents stored in mdrnn.pt to start dreams from
     # C: linear controller + CMA-ES
     controller_env: str = "real"  # real | dream
+    controller_inputs: str = "z_h"  # z_h: C reads [z, h] (paper's V+M+C) | z: z alone (paper's V-only C)
     cma_popsize: int = 64
     cma_sigma0: float = 0.1
     cma_generations: int = 300
@@ -94,6 +95,10 @@ class Config:
     dream_temperature: float = 1.15
     dream_max_steps: int = 0  # 0 = the longest episode in the collected data
     dream_done_threshold: float = 0.5
+    dream_controller_input: str = "mean"  # mean (V's posterior-mean counterpart) | sample (paper): rollouts.py
+
+    def controller_in_dim(self) -> int:
+        return self.z_dim + (self.mdrnn_hidden if self.controller_inputs == "z_h" else 0)
 
     def validate(self) -> None:
         if self.stage not in ("all", *STAGES):
@@ -106,6 +111,10 @@ class Config:
             raise ValueError(f"vae_recon_loss '{self.vae_recon_loss}' is not one of mse, bce")
         if self.mdrnn_mixture not in ("per_dim", "shared"):
             raise ValueError(f"mdrnn_mixture '{self.mdrnn_mixture}' is not one of per_dim, shared")
+        if self.dream_controller_input not in ("mean", "sample"):
+            raise ValueError(f"dream_controller_input '{self.dream_controller_input}' is not one of mean, sample")
+        if self.controller_inputs not in ("z_h", "z"):
+            raise ValueError(f"controller_inputs '{self.controller_inputs}' is not one of z_h, z")
         if self.controller_env not in ("real", "dream"):
             raise ValueError(f"controller_env '{self.controller_env}' is not one of real, dream")
         positive = ("collect_episodes", "episodes_per_file", "collect_action_repeat", "collect_max_steps", "z_dim",
@@ -170,7 +179,7 @@ class WorldModels:
         self.vae = ConvVAE(cfg.z_dim, cfg.vae_channels, cfg.vae_norm, cfg.vae_blur).to(self.device).eval()
         self.mdrnn = MDNRNN(cfg.z_dim, self.codec.m_dim, cfg.mdrnn_hidden, cfg.mdrnn_gaussians,
                             cfg.mdrnn_mixture).to(self.device).eval()
-        self.params = torch.zeros(n_params(cfg.z_dim + cfg.mdrnn_hidden, self.codec.out_dim), device=self.device)
+        self.params = torch.zeros(n_params(cfg.controller_in_dim(), self.codec.out_dim), device=self.device)
         self.init_latents: dict | None = None
         self.metas: dict = {"vae": None, "mdrnn": None, "controller": None}
         self.num_timesteps = 0
@@ -262,7 +271,7 @@ class WorldModels:
             mdrnn_id = self.metas["mdrnn"]["mdrnn_id"] if self.metas["mdrnn"] else None
             self.params, self.metas["controller"] = art.load_controller(
                 work / art.CONTROLLER_FILE, self.device,
-                {"in_dim": cfg.z_dim + cfg.mdrnn_hidden, "out_dim": self.codec.out_dim, "mdrnn_id": mdrnn_id},
+                {"in_dim": cfg.controller_in_dim(), "out_dim": self.codec.out_dim, "mdrnn_id": mdrnn_id},
                 "this config")
             steps += int(self.metas["controller"].get("real_steps", 0))
         self.num_timesteps = max(self.num_timesteps, steps)
@@ -311,7 +320,7 @@ class WorldModels:
                 "observation_space": space_signature(self.observation_space),
                 "action_space": space_signature(self.action_space),
                 "vae": self.vae.sizes(), "mdrnn": self.mdrnn.sizes(),
-                "controller": {"in_dim": self.vae.z_dim + self.mdrnn.hidden, "out_dim": self.codec.out_dim},
+                "controller": {"in_dim": self.cfg.controller_in_dim(), "out_dim": self.codec.out_dim},
                 "artifacts": self.metas, "config": asdict(self.cfg), "num_timesteps": int(self.num_timesteps),
                 "work_dir": str(self.work_dir.resolve()) if (self.cfg.work_dir or self.run_dir) else "",
                 "backend": self.backend, "workers": self.workers}

@@ -1,4 +1,4 @@
-"""C: a linear controller a = W [z, h] + b, and the CMA-ES that searches its parameters.
+"""C: a linear controller a = W [z, h] + b (or W z + b), and the CMA-ES that searches its parameters.
 
 The controller is deliberately tiny (the paper: 867 parameters for CarRacing) so that all the
 capacity sits in V and M and C can be optimised by a derivative-free evolution strategy.
@@ -64,6 +64,11 @@ class ActionCodec:
 
 def n_params(in_dim: int, out_dim: int) -> int:
     return out_dim * in_dim + out_dim
+
+
+def controller_features(params: torch.Tensor, z: torch.Tensor, h: torch.Tensor, out_dim: int) -> torch.Tensor:
+    """C's input: z alone (the paper's V-only controller) or [z, h], whichever ``params`` (B, P) was sized for."""
+    return z if params.shape[1] == n_params(z.shape[1], out_dim) else torch.cat([z, h], dim=-1)
 
 
 def linear_outputs(params: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

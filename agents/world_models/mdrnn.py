@@ -102,11 +102,13 @@ def mdrnn_loss(model_out, z_next, reward, done, mask, reward_weight: float = 1.0
 
 def sample_mixture(logpi: torch.Tensor, mu: torch.Tensor, logsigma: torch.Tensor, temperature: float = 1.0,
                    generator: torch.Generator | None = None, noise: tuple[torch.Tensor, torch.Tensor] | None = None,
-                   ) -> torch.Tensor:
+                   with_mean: bool = False):
     """Draw z (B, z_dim) at temperature tau; logpi (B, G, K), mu and logsigma (B, z_dim, K).
 
     ``noise = (uniform (B, G), normal (B, z_dim))`` supplies the randomness explicitly (the
     dream shares it between candidates); otherwise it is drawn from ``generator``.
+    ``with_mean`` also returns the drawn components' means (B, z_dim): z without its Gaussian
+    noise, the dream's counterpart of V's posterior mean (rollouts.dream_rollouts).
     """
     tau = max(float(temperature), 1e-6)
     probs = F.softmax(logpi / tau, dim=-1)
@@ -121,4 +123,5 @@ def sample_mixture(logpi: torch.Tensor, mu: torch.Tensor, logsigma: torch.Tensor
     comp = comp.expand(b, mu.shape[1], 1)  # shared mixture: one component for every dimension
     mu_k = mu.gather(-1, comp).squeeze(-1)
     sigma_k = logsigma.gather(-1, comp).squeeze(-1).exp() * math.sqrt(tau)
-    return mu_k + sigma_k * normal
+    z = mu_k + sigma_k * normal
+    return (z, mu_k) if with_mean else z

@@ -14,7 +14,7 @@ import torch
 
 from agents.world_models.artifacts import load_mdrnn, load_policy, load_vae
 from agents.world_models.collect import collect_file
-from agents.world_models.controller import ActionCodec, linear_outputs
+from agents.world_models.controller import ActionCodec, controller_features, linear_outputs
 from agents.world_models.data import preprocess
 from agents.world_models.mdrnn import MDNRNN, sample_mixture
 from agents.world_models.vae import ConvVAE, to_tensor
@@ -41,7 +41,7 @@ class PolicyState:
         """obs (B, H, W, 3) uint8, params (B, P) -> env actions; advances h only for ``active`` rows."""
         z, _ = self.vae.encode(to_tensor(preprocess(obs), self.device))  # mu: the deterministic code
         h = self.state[0][0]
-        action = self.codec.squash(linear_outputs(params, torch.cat([z, h], dim=-1)))
+        action = self.codec.squash(linear_outputs(params, controller_features(params, z, h, self.codec.out_dim)))
         # h_{t+1} = LSTM(z_t, a_t, h_t): the memory of what was seen and done so far.
         _, _, _, _, _, new = self.mdrnn.step(z, self.codec.to_m(action), self.state)
         if active is None:
@@ -79,7 +79,7 @@ def real_rollouts(envs: list, policy: PolicyState, params: np.ndarray, seeds: li
 @torch.no_grad()
 def dream_rollouts(mdrnn: MDNRNN, codec: ActionCodec, params: np.ndarray, init_mu: torch.Tensor,
                    init_logvar: torch.Tensor, seeds: list[int], temperature: float, max_steps: int,
-                   done_threshold: float = 0.5, record: bool = False):
+                   done_threshold: float = 0.5, record: bool = False, controller_input: str = "mean"):
     """Returns (m, r) of m controllers on r = len(seeds) dream episodes; optionally the latent
     trajectory of row 0.
 
@@ -89,6 +89,13 @@ def dream_rollouts(mdrnn: MDNRNN, codec: ActionCodec, params: np.ndarray, init_m
     its noise from its own stream seeded with seeds[j], shared by every controller (common
     random numbers), so a controller's score depends on neither the other rows in the batch
     nor how the seeds are split over workers.
+
+    ``controller_input`` is what C sees of each dreamed latent. In the real env C sees V's
+    posterior mean, in which V's unused latent dimensions sit at 0 (on Catch 20-24 of 32); a
+    sampled z carries posterior noise there (sigma ~0.9), so C would be selected on inputs it
+    never meets in the real env. ``mean`` (default) gives C the drawn mixture component's mean
+    (and the start frame's posterior mean), i.e. z without its Gaussian noise; ``sample`` gives
+    it the sampled z, as the paper did. M always continues from the sample.
     """
     device = init_mu.device
     gens = [torch.Generator(device=device).manual_seed(int(s)) for s in seeds]
@@ -102,18 +109,20 @@ def dream_rollouts(mdrnn: MDNRNN, codec: ActionCodec, params: np.ndarray, init_m
     start = torch.stack([torch.randint(len(init_mu), (), generator=g, device=device) for g in gens]).repeat(m)
     eps = per_episode(lambda g: torch.randn(z_dim, generator=g, device=device))
     z = init_mu[start] + torch.exp(0.5 * init_logvar[start]) * eps
+    seen = init_mu[start] if controller_input == "mean" else z
     state = mdrnn.initial_state(m * r, device)
     returns = torch.zeros(m * r, device=device)
     alive = torch.ones(m * r, dtype=torch.bool, device=device)
     trajectory = [z[0].clone()] if record else None
     for _ in range(max_steps):
-        action = codec.squash(linear_outputs(rows, torch.cat([z, state[0][0]], dim=-1)))
+        action = codec.squash(linear_outputs(rows, controller_features(rows, seen, state[0][0], codec.out_dim)))
         logpi, mu, logsigma, reward, done_logit, state = mdrnn.step(z, codec.to_m(action), state)
         returns += reward * alive
         alive &= torch.sigmoid(done_logit) <= done_threshold
         noise = (per_episode(lambda g: torch.rand(groups, generator=g, device=device)),
                  per_episode(lambda g: torch.randn(z_dim, generator=g, device=device)))
-        z = sample_mixture(logpi, mu, logsigma, temperature, noise=noise)
+        z, component_mean = sample_mixture(logpi, mu, logsigma, temperature, noise=noise, with_mean=True)
+        seen = component_mean if controller_input == "mean" else z
         if record and alive[0]:
             trajectory.append(z[0].clone())
         if not alive.any():
@@ -154,7 +163,8 @@ class Worker:
         codec = ActionCodec(self._make_envs(1)[0].action_space)
         if self.spec["mode"] == "dream":
             ret = dream_rollouts(mdrnn, codec, params, extra["init_mu"], extra["init_logvar"], seeds,
-                                 self.spec["temperature"], self.spec["max_steps"], self.spec["done_threshold"])
+                                 self.spec["temperature"], self.spec["max_steps"], self.spec["done_threshold"],
+                                 controller_input=self.spec.get("controller_input", "mean"))
             return ret, 0
         policy = PolicyState(vae, mdrnn, codec, "cpu")
         return real_rollouts(self._make_envs(len(params) * len(seeds)), policy, params, seeds,

@@ -252,7 +252,7 @@ def controller_stage(ctx: StageContext, on_generation) -> dict:
     _, _, mmeta = art.load_mdrnn(mdrnn_path, "cpu", {"z_dim": cfg.z_dim, "hidden": cfg.mdrnn_hidden,
                                                      "vae_id": vmeta["vae_id"], "env_id": ctx.env_id}, "controller")
     codec = ActionCodec(ctx.action_space)
-    in_dim, out_dim = cfg.z_dim + cfg.mdrnn_hidden, codec.out_dim
+    in_dim, out_dim = cfg.controller_in_dim(), codec.out_dim
     dim = out_dim * in_dim + out_dim
     dream = cfg.controller_env == "dream"
     max_steps = (cfg.dream_max_steps or mmeta["max_episode_len"]) if dream else cfg.controller_max_steps
@@ -270,7 +270,8 @@ def controller_stage(ctx: StageContext, on_generation) -> dict:
     eval_seeds = [first + k for k in range(cfg.cma_eval_rollouts)]
     spec = {"env_id": ctx.env_id, "env_kwargs": ctx.env_kwargs, "vae_path": str(vae_path),
             "mdrnn_path": str(mdrnn_path), "mode": cfg.controller_env, "temperature": cfg.dream_temperature,
-            "max_steps": int(max_steps), "done_threshold": cfg.dream_done_threshold}
+            "max_steps": int(max_steps), "done_threshold": cfg.dream_done_threshold,
+            "controller_input": cfg.dream_controller_input}
     stopped = False
     with (ctx.workers_for(spec, ctx.workers) as group,
           ctx.bar(cfg.cma_generations, f"controller ({cfg.controller_env})", "gen") as bar):
