@@ -522,6 +522,26 @@ def test_vae_stage_resumes_from_its_epoch_checkpoint(pipeline, tmp_path, monkeyp
     assert (work / "vae.pt").is_file() and not (work / "stages" / "vae_last.pt").exists()
 
 
+def test_dream_search_refuses_to_resume_with_other_controller_inputs(pipeline, tmp_path):
+    """A dream search interrupted with C reading component means is not continued on sampled latents."""
+    _, run_dir, _ = pipeline
+    for name in ("vae.pt", "mdrnn.pt"):
+        (tmp_path / name).write_bytes((run_dir / name).read_bytes())
+
+    class Interrupt:
+        def on_step(self, n, agent):
+            raise KeyboardInterrupt
+
+    cfg = tiny_config(stage="controller", controller_env="dream", cma_generations=4, work_dir=str(tmp_path))
+    with pytest.raises(KeyboardInterrupt):
+        WorldModels(ENV, cfg).learn(0, callback=Interrupt())
+    assert (tmp_path / "stages" / "controller_last.pt").is_file()
+    with pytest.raises(UsageError, match="dream_input=mean but the config says sample"):
+        WorldModels(ENV, replace(cfg, dream_controller_input="sample")).learn(0)
+    WorldModels(ENV, cfg).learn(0)  # the same inputs resume
+    assert (tmp_path / art.CONTROLLER_FILE).is_file()
+
+
 def test_mdrnn_stage_refuses_vae_of_other_size(pipeline, tmp_path):
     _, run_dir, _ = pipeline
     work = tmp_path / "mismatch"

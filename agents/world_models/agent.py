@@ -293,7 +293,7 @@ class WorldModels:
         out = (self.run_dir or self.work_dir) / "videos" / "dream.gif"
         max_steps = self.cfg.dream_max_steps or int(self.metas["mdrnn"].get("max_episode_len", 300))
         write_dream_gif(out, self.vae, self.mdrnn, self.init_latents, self.codec, self.params, self.seed,
-                        self.cfg.dream_temperature, min(max_steps, 500))
+                        self.cfg.dream_temperature, min(max_steps, 500), self.cfg.dream_controller_input)
 
     # --- acting -----------------------------------------------------------------------------
     def predict(self, obs, deterministic: bool = True, episode_start=None) -> np.ndarray:

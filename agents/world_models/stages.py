@@ -257,7 +257,7 @@ def controller_stage(ctx: StageContext, on_generation) -> dict:
     dream = cfg.controller_env == "dream"
     max_steps = (cfg.dream_max_steps or mmeta["max_episode_len"]) if dream else cfg.controller_max_steps
     sizes = {"in_dim": in_dim, "out_dim": out_dim, "mode": cfg.controller_env, "mdrnn_id": mmeta["mdrnn_id"],
-             "popsize": cfg.cma_popsize}
+             "popsize": cfg.cma_popsize, "dream_input": cfg.dream_controller_input if dream else None}
     partial = art.load_partial(ctx.work_dir, "controller", "cpu", sizes)
     if partial is not None:
         state, meta = partial
@@ -318,7 +318,7 @@ def _split(items, workers: int) -> list:
 
 
 def write_dream_gif(path: Path, vae, mdrnn, extra: dict, codec: ActionCodec, params, seed: int, temperature: float,
-                    max_steps: int, fps: int = 15) -> np.ndarray:
+                    max_steps: int, controller_input: str = "mean", fps: int = 15) -> np.ndarray:
     """Dream one episode with controller ``params``, decode every latent with V, save a GIF.
 
     Returns the latent trajectory (T, z_dim) so callers can check it is finite.
@@ -330,7 +330,7 @@ def write_dream_gif(path: Path, vae, mdrnn, extra: dict, codec: ActionCodec, par
 
     params = np.asarray(torch.as_tensor(params).cpu().float().numpy())[None]
     _, traj = dream_rollouts(mdrnn, codec, params, extra["init_mu"], extra["init_logvar"], [seed],
-                             temperature, max_steps, record=True)
+                             temperature, max_steps, record=True, controller_input=controller_input)
     with torch.no_grad():
         frames = to_uint8(vae.decode(traj.to(next(vae.parameters()).device)))
     frames = frames.repeat(2, axis=1).repeat(2, axis=2)  # 128x128: easier to look at
