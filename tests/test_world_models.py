@@ -16,8 +16,9 @@ os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
 from agents.world_models import WorldModels  # noqa: E402
 from agents.world_models import artifacts as art  # noqa: E402
 from agents.world_models.controller import CMAES, ActionCodec, linear_outputs, n_params  # noqa: E402
+from agents.world_models.frameskip import step_held  # noqa: E402
 from agents.world_models.mdrnn import MDNRNN, mdrnn_loss, mixture_nll, sample_mixture  # noqa: E402
-from agents.world_models.rollouts import dream_rollouts  # noqa: E402
+from agents.world_models.rollouts import PolicyState, dream_rollouts, real_rollouts  # noqa: E402
 from agents.world_models.stages import write_dream_gif  # noqa: E402
 from agents.world_models.vae import ConvVAE, to_tensor, vae_loss  # noqa: E402
 from rlkit.environments import make_env  # noqa: E402
@@ -290,6 +291,10 @@ def test_pipeline_smoke_writes_every_artifact(pipeline):
     agent, run_dir, calls = pipeline
     for name in ("data/manifest.json", "vae.pt", "mdrnn.pt", "controller.pt", "videos/dream.gif"):
         assert (run_dir / name).is_file(), name
+    import imageio.v2 as imageio
+
+    # V's frames (top row) over its reconstructions (bottom), each pixel drawn 2 x 2.
+    assert imageio.imread(run_dir / "videos" / "vae_reconstruction.png").shape == (2 * 2 * 64, 8 * 2 * 64, 3)
     assert len(list((run_dir / "data").glob("rollouts_*.npz"))) == 2
     assert not (run_dir / "stages" / "vae_last.pt").exists()  # partial checkpoints are cleaned up
     assert calls and calls == sorted(calls) and calls[-1] == agent.num_timesteps
@@ -473,8 +478,8 @@ def test_controller_keeps_the_mean_with_the_best_held_out_score(pipeline, tmp_pa
     held_out = []  # (params, score) of every held-out evaluation: one params row, cma_eval_rollouts seeds
     evaluate = rollouts.Worker.evaluate
 
-    def recording(self, params, seeds):
-        ret, steps = evaluate(self, params, seeds)
+    def recording(self, params, seeds, patience=0):
+        ret, steps = evaluate(self, params, seeds, patience)
         if len(params) == 1:
             held_out.append((params[0].copy(), ret))
         return ret, steps
@@ -540,6 +545,98 @@ def test_dream_search_refuses_to_resume_with_other_controller_inputs(pipeline, t
         WorldModels(ENV, replace(cfg, dream_controller_input="sample")).learn(0)
     WorldModels(ENV, cfg).learn(0)  # the same inputs resume
     assert (tmp_path / art.CONTROLLER_FILE).is_file()
+
+
+# --- frame skip and early ending (CarRacing's levers, issue 19) ----------------------------
+def test_step_held_skips_only_pixels_nobody_sees(monkeypatch):
+    """CarRacing held for k frames with only the last one drawn = the same env stepped k times:
+    the same frames, rewards and endings; one _render per decision instead of k."""
+    import gymnasium as gym
+    from gymnasium.envs.box2d.car_racing import CarRacing
+
+    draws = []
+    render = CarRacing._render
+    monkeypatch.setattr(CarRacing, "_render", lambda self, mode: draws.append(mode) or render(self, mode))
+    plain = gym.wrappers.TimeLimit(make_env("CarRacing-v3"), 42)
+    held = gym.wrappers.TimeLimit(make_env("CarRacing-v3"), 42)
+    plain.reset(seed=3)
+    held.reset(seed=3)
+    rng = np.random.default_rng(0)
+    for _ in range(11):  # 42 frames: the last decision ends on its 2nd frame (truncation)
+        action = rng.uniform([-1, 0, 0], [1, 1, 0.2]).astype(np.float32)
+        total, frames = 0.0, 0
+        for _ in range(4):
+            obs, reward, term, trunc, _ = plain.step(action)
+            total, frames = total + reward, frames + 1
+            if term or trunc:
+                break
+        draws.clear()
+        got_obs, got_reward, got_term, got_trunc, got_frames = step_held(held, action, 4)
+        np.testing.assert_array_equal(got_obs, obs)
+        assert got_reward == pytest.approx(total) and (got_term, got_trunc, got_frames) == (term, trunc, frames)
+        assert len(draws) == 1  # also when the episode ends in between: the returned frame is drawn
+    assert trunc and frames == 2
+    catch_plain, catch_held = make_env(ENV), make_env(ENV)  # other envs: stepped as they are
+    catch_plain.reset(seed=1)
+    catch_held.reset(seed=1)
+    for _ in range(3):
+        catch_plain.step(2)
+    np.testing.assert_array_equal(step_held(catch_held, 2, 3)[0], catch_plain.unwrapped._obs())
+
+
+def test_patience_ends_search_rollouts_without_reward(pipeline):
+    """controller_patience: a rollout ends after that many decisions without a positive reward;
+    on Catch no reward comes before the first ball lands (step 14), so 5 decisions of 2 frames."""
+    agent, _, _ = pipeline
+    envs = [make_env(ENV) for _ in range(4)]
+    params = np.random.default_rng(0).normal(size=(2, agent.params.numel()))
+    policy = PolicyState(agent.vae, agent.mdrnn, agent.codec, "cpu")
+    returns, frames = real_rollouts(envs, policy, params, [0, 1], 150, frame_skip=2, patience=5)
+    assert returns.shape == (2, 2) and (returns == 0).all() and frames == 4 * 5 * 2
+    returns, frames = real_rollouts(envs, policy, params, [0, 1], 150, frame_skip=2)
+    assert frames == 4 * 150 and (returns != 0).any()
+
+
+def test_patience_spares_held_out_scoring(pipeline, tmp_path):
+    """The search's rollouts end early; the held-out scoring of the mean plays every episode to its end."""
+    _, run_dir, _ = pipeline
+    for name in ("vae.pt", "mdrnn.pt"):
+        (tmp_path / name).write_bytes((run_dir / name).read_bytes())
+    cfg = tiny_config(stage="controller", controller_patience=3, cma_eval_rollouts=2, work_dir=str(tmp_path))
+    agent = WorldModels(ENV, cfg, device="cpu")
+    agent.learn(0)
+    # 2 generations x 4 candidates x 1 rollout x 3 decisions, then 2 held-out episodes of 40 frames.
+    assert agent.metas["controller"]["real_steps"] == 2 * 4 * 3 + 2 * 40
+
+
+def test_frame_skip_pipeline_and_held_actions(tmp_path):
+    """frame_skip=3: data holds every 3rd frame, M records it, C is searched on 3-frame decisions,
+    predict holds each action for 3 frames and advances M only on decision frames."""
+    cfg = tiny_config(frame_skip=3, cma_eval_rollouts=2)
+    agent = WorldModels(ENV, cfg, seed=0, device="cpu", run_dir=tmp_path)
+    agent.learn(10**9)
+    with np.load(tmp_path / "data" / "rollouts_00000.npz") as f:
+        assert f["lengths"].tolist() == [50, 50]  # 150-frame episodes
+    assert agent.metas["mdrnn"]["frame_skip"] == 3
+    assert agent.metas["controller"]["real_steps"] == (2 * 4 * 1 + 2) * 40  # frames, not decisions
+    agent.params = torch.randn_like(agent.params)
+    env = make_env(ENV)
+    frames = [env.reset(seed=4)[0]]
+    for _ in range(6):
+        frames.append(env.step(1)[0])
+    actions = [agent.predict(f[None], episode_start=np.array([t == 0]))[0] for t, f in enumerate(frames)]
+    assert actions[0] == actions[1] == actions[2] and actions[3] == actions[4] == actions[5]
+    replay = PolicyState(agent.vae, agent.mdrnn, agent.codec, "cpu")
+    replay.reset(1)
+    expect = [replay.act(frames[t][None], agent.params[None])[0] for t in (0, 3, 6)]
+    assert [actions[0], actions[3], actions[6]] == expect
+    torch.testing.assert_close(agent._policy.state[0], replay.state[0])
+    other = tmp_path / "other"
+    other.mkdir()
+    for name in ("vae.pt", "mdrnn.pt"):
+        (other / name).write_bytes((tmp_path / name).read_bytes())
+    with pytest.raises(UsageError, match="frame_skip=3"):
+        WorldModels(ENV, tiny_config(stage="controller", work_dir=str(other))).learn(0)
 
 
 def test_mdrnn_stage_refuses_vae_of_other_size(pipeline, tmp_path):

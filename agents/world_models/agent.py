@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -57,7 +58,8 @@ class Config:
     episodes_per_file: int = 50
     collect_policy: str = "random"  # random | path to a world-models checkpoint (iterative training)
     collect_action_repeat: int = 1  # a random action is held this many steps
-    collect_max_steps: int = 1000
+    collect_max_steps: int = 1000  # env frames
+    frame_skip: int = 1  # env frames per decision of V, M and C, the action held (frameskip.py)
     # V: convolutional VAE
     z_dim: int = 32
     vae_channels: int = 32  # width of the first conv layer (paper: 32)
@@ -91,7 +93,8 @@ class Config:
     cma_rollouts: int = 16  # episodes per candidate (the same seeds for every candidate of a generation)
     cma_eval_every: int = 25  # score the search mean on held-out episodes every this many generations
     cma_eval_rollouts: int = 32  # held-out episodes; the kept controller is the best-scoring mean
-    controller_max_steps: int = 1000  # cap on a real evaluation episode
+    controller_max_steps: int = 1000  # cap on a real episode, in env frames
+    controller_patience: int = 0  # end a search rollout after this many decisions without a positive reward; 0 = off
     dream_temperature: float = 1.15
     dream_max_steps: int = 0  # 0 = the longest episode in the collected data
     dream_done_threshold: float = 0.5
@@ -120,11 +123,12 @@ class Config:
         positive = ("collect_episodes", "episodes_per_file", "collect_action_repeat", "collect_max_steps", "z_dim",
                     "vae_channels", "vae_batch_size", "vae_buffer_frames", "mdrnn_hidden", "mdrnn_gaussians",
                     "mdrnn_seq_len", "mdrnn_batch_size", "dream_init_bank", "cma_rollouts",
-                    "cma_eval_every", "cma_eval_rollouts", "controller_max_steps")
+                    "cma_eval_every", "cma_eval_rollouts", "controller_max_steps", "frame_skip")
         for name in positive:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("vae_epochs", "mdrnn_epochs", "cma_generations", "workers", "threads", "dream_max_steps"):
+        for name in ("vae_epochs", "mdrnn_epochs", "cma_generations", "workers", "threads", "dream_max_steps",
+                     "controller_patience"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.cma_popsize < 2:
@@ -185,6 +189,8 @@ class WorldModels:
         self.num_timesteps = 0
         self._tmp_dir: str | None = None
         self._policy = PolicyState(self.vae, self.mdrnn, self.codec, self.device)
+        self._frame = np.zeros(0, dtype=np.int64)  # predict: frames since each row's episode start
+        self._held = None  # predict: each row's current action (held for frame_skip frames)
 
     # --- training ---------------------------------------------------------------------------
     @property
@@ -208,6 +214,7 @@ class WorldModels:
         for stage in (STAGES if cfg.stage == "all" else (cfg.stage,)):
             if self._stage_complete(stage):
                 continue  # its artifact exists: delete it to redo the stage
+            started = time.perf_counter()
             if stage == "collect":
                 collect_stage(ctx)
             elif stage == "vae":
@@ -220,6 +227,10 @@ class WorldModels:
                     self._load_artifacts()
                     return self
             self._load_artifacts()
+            # Wall time per stage (this process's share, if the stage was resumed): where a run's time goes.
+            wall = time.perf_counter() - started
+            self.logger.scalar(f"time/{stage}_s", wall, self.num_timesteps)
+            print(f"world-models: {stage} done in {wall / 60:.1f} min", flush=True)
             self._stage_checkpoint()
             if callback is not None and not callback.on_step(self.num_timesteps, self):
                 return self
@@ -306,9 +317,21 @@ class WorldModels:
         state = self._policy.state
         if state is None or state[0].shape[1] != n:
             self._policy.reset(n)
+            self._frame = np.zeros(n, dtype=np.int64)
         elif episode_start is not None and np.any(episode_start):
-            self._policy.reset(n, np.asarray(episode_start, dtype=bool))
-        actions = self._policy.act(obs, self.params.expand(n, -1))
+            starts = np.asarray(episode_start, dtype=bool)
+            self._policy.reset(n, starts)
+            self._frame[starts] = 0
+        # With frame_skip k, V, M and C see every k-th frame of an episode and the action is held
+        # in between, exactly as in the rollouts C was trained on (frameskip.py).
+        due = self._frame % self.cfg.frame_skip == 0
+        actions = self._policy.act(obs, self.params.expand(n, -1), None if due.all() else due)
+        if due.all():
+            self._held = actions
+        else:
+            self._held[due] = actions[due]
+        self._frame += 1
+        actions = self._held.copy()
         return actions[0] if single else actions
 
     # --- persistence ------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from collections.abc import Callable
 import numpy as np
 
 from agents.world_models import data as wmdata
+from agents.world_models.frameskip import step_held
 
 
 def episode_seed(seed: int, episode: int) -> int:
@@ -24,8 +25,10 @@ def collect_file(spec: dict, index: int, env, act: Callable | None = None) -> tu
     """Roll out the episodes of file ``index`` and write it atomically; (episodes, steps) written.
 
     ``act(obs, first_step) -> action`` plays the policy; without it actions are random, each held
-    for ``spec["action_repeat"]`` steps.
+    for ``spec["action_repeat"]`` decisions. A decision spans ``spec["frame_skip"]`` env frames
+    (frameskip.py) and only decision frames are stored; ``spec["max_steps"]`` caps env frames.
     """
+    skip = spec.get("frame_skip", 1)
     first = index * spec["episodes_per_file"]
     last = min(first + spec["episodes_per_file"], spec["episodes"])
     episodes = []
@@ -34,13 +37,14 @@ def collect_file(spec: dict, index: int, env, act: Callable | None = None) -> tu
         obs, _ = env.reset(seed=s)
         env.action_space.seed(s)
         frames, actions, rewards, dones = [wmdata.preprocess(obs[None])[0]], [], [], []
-        action = None
-        for t in range(spec["max_steps"]):
+        action, played = None, 0
+        for t in range(-(-spec["max_steps"] // skip)):
             if act is not None:
                 action = act(obs, t == 0)
             elif t % spec["action_repeat"] == 0:  # hold random actions a while: smoother exploration
                 action = env.action_space.sample()
-            obs, reward, terminated, truncated, _ = env.step(action)
+            obs, reward, terminated, truncated, n = step_held(env, action, min(skip, spec["max_steps"] - played))
+            played += n
             frames.append(wmdata.preprocess(obs[None])[0])
             actions.append(np.asarray(action))
             rewards.append(float(reward))

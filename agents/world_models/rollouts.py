@@ -16,6 +16,7 @@ from agents.world_models.artifacts import load_mdrnn, load_policy, load_vae
 from agents.world_models.collect import collect_file
 from agents.world_models.controller import ActionCodec, controller_features, linear_outputs
 from agents.world_models.data import preprocess
+from agents.world_models.frameskip import step_held
 from agents.world_models.mdrnn import MDNRNN, sample_mixture
 from agents.world_models.vae import ConvVAE, to_tensor
 from rlkit.environments import make_env
@@ -52,28 +53,35 @@ class PolicyState:
         return self.codec.to_env(action)
 
 
-def real_rollouts(envs: list, policy: PolicyState, params: np.ndarray, seeds: list[int], max_steps: int):
-    """Episode returns (m, r) of m controllers on r seeded episodes each, and the env steps used."""
+def real_rollouts(envs: list, policy: PolicyState, params: np.ndarray, seeds: list[int], max_steps: int,
+                  frame_skip: int = 1, patience: int = 0):
+    """Episode returns (m, r) of m controllers on r seeded episodes each, and the env frames used.
+
+    A decision spans ``frame_skip`` frames (frameskip.py); ``max_steps`` caps the frames of an
+    episode. ``patience`` > 0 ends an episode after that many decisions in a row without a
+    positive reward (on CarRacing: without a new tile), so a search does not spend hundreds of
+    steps on a candidate that has left the road; its return is what it collected until then.
+    """
     m, r = len(params), len(seeds)
     n = m * r
     rows = torch.as_tensor(np.repeat(params, r, axis=0), dtype=torch.float32, device=policy.device)
     obs = np.stack([envs[i].reset(seed=int(seeds[i % r]))[0] for i in range(n)])
     policy.reset(n)
     returns = np.zeros(n)
+    frames = np.zeros(n, dtype=np.int64)
+    idle = np.zeros(n, dtype=np.int64)  # decisions since the last positive reward
     active = np.ones(n, dtype=bool)
-    steps = 0
-    for _ in range(max_steps):
+    while active.any():
         actions = policy.act(obs, rows, active)
         for i in np.flatnonzero(active):
-            o, rew, term, trunc, _ = envs[i].step(actions[i])
-            returns[i] += float(rew)
-            steps += 1
+            o, rew, term, trunc, k = step_held(envs[i], actions[i], min(frame_skip, max_steps - frames[i]))
+            returns[i] += rew
+            frames[i] += k
             obs[i] = o
-            if term or trunc:
+            idle[i] = 0 if rew > 0 else idle[i] + 1
+            if term or trunc or frames[i] >= max_steps or (patience and idle[i] >= patience):
                 active[i] = False
-        if not active.any():
-            break
-    return returns.reshape(m, r), steps
+    return returns.reshape(m, r), int(frames.sum())
 
 
 @torch.no_grad()
@@ -158,7 +166,7 @@ class Worker:
             self.envs.append(make_env(self.spec["env_id"], self.spec.get("env_kwargs")))
         return self.envs[:n]
 
-    def evaluate(self, params: np.ndarray, seeds: list[int]):
+    def evaluate(self, params: np.ndarray, seeds: list[int], patience: int = 0):
         vae, mdrnn, extra = self._load_models()
         codec = ActionCodec(self._make_envs(1)[0].action_space)
         if self.spec["mode"] == "dream":
@@ -168,7 +176,7 @@ class Worker:
             return ret, 0
         policy = PolicyState(vae, mdrnn, codec, "cpu")
         return real_rollouts(self._make_envs(len(params) * len(seeds)), policy, params, seeds,
-                             self.spec["max_steps"])
+                             self.spec["max_steps"], self.spec.get("frame_skip", 1), patience)
 
     def _collect_policy(self, env):
         """``act(obs, first_step)`` of the checkpoint named by spec["policy"], loaded once."""

@@ -81,7 +81,7 @@ def collect_stage(ctx: StageContext) -> dict:
     manifest = wmdata.read_manifest(data_dir)
     settings = {"episodes": cfg.collect_episodes, "episodes_per_file": cfg.episodes_per_file,
                 "policy": cfg.collect_policy, "action_repeat": cfg.collect_action_repeat,
-                "max_steps": cfg.collect_max_steps, "seed": ctx.seed, **ctx.spaces()}
+                "max_steps": cfg.collect_max_steps, "frame_skip": cfg.frame_skip, "seed": ctx.seed, **ctx.spaces()}
     if manifest is not None:
         if manifest.get("complete"):
             return manifest
@@ -171,6 +171,9 @@ def vae_stage(ctx: StageContext) -> dict:
                                  epoch + 1)
             save_checkpoint(art.partial_path(ctx.work_dir, "vae"), {"vae": vae.state_dict(), "opt": opt.state_dict()},
                             {**sizes, "epoch": epoch + 1, "step": step, "vae_id": vae_id})
+    with torch.no_grad():
+        mu, _ = vae.encode(shown)
+        write_png(ctx.run_dir / "videos" / "vae_reconstruction.png", side_by_side(vae.prepare(shown), vae.decode(mu)))
     meta = art.save_vae(ctx.work_dir / art.VAE_FILE, vae.cpu(),
                         {"vae_id": vae_id, "epochs": cfg.vae_epochs, "frames": manifest["steps"], **ctx.spaces()})
     art.drop_partial(ctx.work_dir, "vae")
@@ -228,7 +231,8 @@ def mdrnn_stage(ctx: StageContext) -> dict:
     init_logvar = torch.as_tensor(np.stack([e["logvar"][0] for e in firsts]))
     meta = art.save_mdrnn(ctx.work_dir / art.MDRNN_FILE, mdrnn.cpu(), init_mu, init_logvar, {
         "vae_id": vmeta["vae_id"], "mdrnn_id": art.new_id(), "discrete": codec.discrete,
-        "max_episode_len": manifest["max_episode_len"], "epochs": cfg.mdrnn_epochs, **ctx.spaces()})
+        "max_episode_len": manifest["max_episode_len"], "epochs": cfg.mdrnn_epochs,
+        "frame_skip": manifest["settings"].get("frame_skip", 1), **ctx.spaces()})
     art.drop_partial(ctx.work_dir, "mdrnn")
     return meta
 
@@ -241,16 +245,19 @@ def controller_stage(ctx: StageContext, on_generation) -> dict:
     forwards it to the training callback); False stops the search. Every ``cma_eval_every``
     generations and after the last one, the search distribution's mean is scored on
     ``cma_eval_rollouts`` held-out episodes (the same ones each time; in M's dream when
-    controller_env is dream), and the kept controller is the mean with the best held-out score,
-    as in the paper. Keeping whichever candidate or mean scored best on one generation's few
-    episodes picks lucky controllers: on Catch a mean that scored 10 on 8 episodes scored 8.5
-    over 100.
+    controller_env is dream; always played to the end, whatever ``controller_patience``), and the
+    kept controller is the mean with the best held-out score, as in the paper. Keeping whichever
+    candidate or mean scored best on one generation's few episodes picks lucky controllers: on
+    Catch a mean that scored 10 on 8 episodes scored 8.5 over 100.
     """
     cfg = ctx.cfg
     vae_path, mdrnn_path = ctx.work_dir / art.VAE_FILE, ctx.work_dir / art.MDRNN_FILE
     _, vmeta = art.load_vae(vae_path, "cpu", {"z_dim": cfg.z_dim, "env_id": ctx.env_id}, "controller")
     _, _, mmeta = art.load_mdrnn(mdrnn_path, "cpu", {"z_dim": cfg.z_dim, "hidden": cfg.mdrnn_hidden,
                                                      "vae_id": vmeta["vae_id"], "env_id": ctx.env_id}, "controller")
+    if mmeta.get("frame_skip", 1) != cfg.frame_skip:  # M learnt steps of that many frames
+        raise UsageError(f"mdrnn.pt was trained on data with frame_skip={mmeta.get('frame_skip', 1)}, "
+                         f"but this config has frame_skip={cfg.frame_skip}")
     codec = ActionCodec(ctx.action_space)
     in_dim, out_dim = cfg.controller_in_dim(), codec.out_dim
     dim = out_dim * in_dim + out_dim
@@ -271,7 +278,7 @@ def controller_stage(ctx: StageContext, on_generation) -> dict:
     spec = {"env_id": ctx.env_id, "env_kwargs": ctx.env_kwargs, "vae_path": str(vae_path),
             "mdrnn_path": str(mdrnn_path), "mode": cfg.controller_env, "temperature": cfg.dream_temperature,
             "max_steps": int(max_steps), "done_threshold": cfg.dream_done_threshold,
-            "controller_input": cfg.dream_controller_input}
+            "controller_input": cfg.dream_controller_input, "frame_skip": cfg.frame_skip}
     stopped = False
     with (ctx.workers_for(spec, ctx.workers) as group,
           ctx.bar(cfg.cma_generations, f"controller ({cfg.controller_env})", "gen") as bar):
@@ -281,7 +288,8 @@ def controller_stage(ctx: StageContext, on_generation) -> dict:
             solutions = es.ask()
             gen_seed = int(ctx.rng(3, gen).integers(2**31 - 2 * cfg.cma_rollouts))
             seeds = [gen_seed + k for k in range(cfg.cma_rollouts)]
-            results = group.map("evaluate", [(c, seeds) for c in _split(solutions, group.n_workers)])
+            results = group.map("evaluate", [(c, seeds, cfg.controller_patience)
+                                             for c in _split(solutions, group.n_workers)])
             fitness = np.concatenate([r for r, _ in results]).mean(axis=1)
             real_steps += sum(s for _, s in results)
             es.tell(solutions, fitness)
@@ -315,6 +323,17 @@ def controller_stage(ctx: StageContext, on_generation) -> dict:
 def _split(items, workers: int) -> list:
     """``items`` in at most ``workers`` non-empty consecutive chunks (one task per worker)."""
     return [c for c in np.array_split(items, min(workers, len(items))) if len(c)]
+
+
+def write_png(path: Path, image_hwc: np.ndarray, scale: int = 2) -> None:
+    """Save an HWC uint8 image, each pixel drawn ``scale`` x ``scale`` (64x64 frames are small)."""
+    import imageio.v2 as imageio
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp.png")
+    imageio.imwrite(tmp, image_hwc.repeat(scale, axis=0).repeat(scale, axis=1))
+    tmp.replace(path)
 
 
 def write_dream_gif(path: Path, vae, mdrnn, extra: dict, codec: ActionCodec, params, seed: int, temperature: float,
