@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 export SDL_VIDEODRIVER ?= dummy
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup run test test-fast bench tensorboard lint clean
+.PHONY: setup run test test-fast bench bench-suite tensorboard lint clean
 
 setup: $(STAMP)
 
@@ -32,6 +32,11 @@ test-fast: $(STAMP)
 bench: $(STAMP)
 	$(PY) bench/time_to_solve.py --env CartPole-v1 --algos ppo sb3-ppo sb3-ppo@bench/sb3_ppo_rlkit_cartpole.yaml \
 		--seeds 20 21 22 23 24 25 26 27 28 29 --eval-every 2048 --baseline-threads 1 --out runs/time_to_solve_cartpole.json
+
+# Every (agent, env) pair of the standard suite at the RL Zoo's budgets, seeds 20-22, rlkit and SB3
+# alternating; many hours (run it in the background; a rerun resumes). Writes docs/benchmarks.md.
+bench-suite: $(STAMP)
+	$(PY) bench/suite.py --write-docs
 
 tensorboard: $(STAMP)
 	$(VENV)/bin/rlkit tensorboard

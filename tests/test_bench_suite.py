@@ -1,0 +1,186 @@
+"""bench/suite.py: the plan and its alternation, resume, reaching the Zoo score, the table, bad input.
+
+Everything but the last test runs no training (a fake subprocess writes run.json); the last trains
+one 2k-step PPO run on CartPole-v1 end to end and checks that a rerun skips it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def suite():
+    spec = importlib.util.spec_from_file_location("bench_suite", ROOT / "bench" / "suite.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _specs(suite, *algos):
+    return suite.resolve_specs(list(algos))
+
+
+def _result(suite, label, env, seed, budget, final, wall, evals, algo=None):
+    return {"label": label, "algo": algo or label, "config": None, "env": env, "seed": seed, "budget": budget,
+            "budget_scale": 1.0, "final": final, "final_std": 0.0, "steps": budget, "wall_s": wall,
+            "evals": evals, "zoo_score": 0.0, "date": "2026-01-01 00:00", "cpus": 2}
+
+
+def test_plan_alternates_the_first_algo_and_runs_each_pair_once_per_seed(suite):
+    specs = _specs(suite, "ppo", "sb3-ppo", "reinforce")
+    jobs = suite.plan(specs, ["CartPole-v1", "Pendulum-v1"], [20, 21, 22])
+    cart = [j for j in jobs if j["env"] == "CartPole-v1"]
+    assert [j["label"] for j in cart] == ["ppo", "sb3-ppo", "reinforce",
+                                          "sb3-ppo", "reinforce", "ppo",
+                                          "reinforce", "ppo", "sb3-ppo"]
+    assert [j["seed"] for j in cart] == [20] * 3 + [21] * 3 + [22] * 3
+    # env by env; reinforce has no Pendulum-v1 row
+    assert [j["env"] for j in jobs] == ["CartPole-v1"] * 9 + ["Pendulum-v1"] * 6
+    assert {j["label"] for j in jobs if j["env"] == "Pendulum-v1"} == {"ppo", "sb3-ppo"}
+
+
+def test_budgets_are_the_zoos_scaled_or_fixed(suite):
+    specs = _specs(suite, "ppo", "actor-critic", "reinforce")
+    by = {(j["label"], j["env"]): j for j in suite.plan(specs, ["CartPole-v1", "BipedalWalker-v3"], [20])}
+    assert by["ppo", "CartPole-v1"]["budget"] == 100_000
+    assert by["actor-critic", "CartPole-v1"]["budget"] == 500_000
+    assert by["reinforce", "CartPole-v1"]["budget"] == 500_000  # the A2C budget
+    assert by["ppo", "BipedalWalker-v3"]["budget"] == 5_000_000
+    tenth = suite.plan(specs, ["CartPole-v1"], [20], scale=0.1)
+    assert [(j["budget"], j["budget_scale"]) for j in tenth] == [(10_000, 0.1), (50_000, 0.1), (50_000, 0.1)]
+    fixed = suite.plan(specs, ["CartPole-v1"], [20], steps=20_000)
+    assert {(j["budget"], j["budget_scale"]) for j in fixed} == {(20_000, None)}
+
+
+def test_resume_skips_finished_runs_and_ignores_a_cut_line(suite, tmp_path, capsys):
+    results = tmp_path / "results.jsonl"
+    done = [_result(suite, "ppo", "CartPole-v1", 20, 20_000, 500.0, 10.0, []),
+            _result(suite, "sb3-ppo", "CartPole-v1", 21, 20_000, 500.0, 10.0, []),
+            _result(suite, "ppo", "CartPole-v1", 22, 100_000, 500.0, 10.0, [])]  # another budget: not this plan's
+    results.write_text("".join(json.dumps(r) + "\n" for r in done) + '{"label": "ppo", "env": "CartP')
+    loaded = suite.load_results(results)
+    assert len(loaded) == 3 and "not a complete result" in capsys.readouterr().err
+    jobs = suite.plan(_specs(suite, "ppo", "sb3-ppo"), ["CartPole-v1"], [20, 21, 22], steps=20_000)
+    todo = suite.pending(jobs, loaded)
+    assert [(j["label"], j["seed"]) for j in todo] == [("sb3-ppo", 20), ("ppo", 21), ("ppo", 22), ("sb3-ppo", 22)]
+    assert suite.main(["--algos", "ppo", "sb3-ppo", "--seeds", "20", "21", "22", "--steps", "20000",
+                       "--envs", "CartPole-v1", "--results", str(results), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "6 runs planned, 2 in" in out and "4 to train" in out
+    assert "ppo CartPole-v1 seed 21 budget 20,000" in out
+
+
+class _FakeTrain:
+    """subprocess.Popen stand-in: writes the run.json the CLI would, from the --run-dir it is given."""
+    calls: list[list[str]] = []
+
+    def __init__(self, cmd, **kwargs):
+        type(self).calls.append(cmd)
+        run_dir = Path(cmd[cmd.index("--run-dir") + 1])
+        run_dir.mkdir(parents=True)
+        info = {"steps": 20_480, "wall_s": 12.5, "status": "finished",
+                "evals": [[1024, 1.0, 20.0], [2048, 2.0, 480.0], [3072, 3.0, 500.0], [4096, 4.0, 450.0]],
+                "final_eval": {"mean_return": 498.0, "std_return": 3.0, "episodes": 20}}
+        (run_dir / "run.json").write_text(json.dumps(info))
+        self.returncode = 0
+
+    def communicate(self):
+        return "", ""
+
+
+def test_run_one_starts_an_interrupted_run_again_and_reads_run_json(suite, tmp_path, monkeypatch):
+    monkeypatch.setattr(suite.subprocess, "Popen", _FakeTrain)
+    args = suite.parser().parse_args(["--runs-root", str(tmp_path), "--algos", "sb3-ppo"])
+    job = suite.plan(_specs(suite, "sb3-ppo"), ["CartPole-v1"], [20], steps=20_000)[0]
+    stale = suite.run_dir_of(job, tmp_path)
+    stale.mkdir(parents=True)
+    (stale / "left-by-a-kill").write_text("")
+    r = suite.run_one(job, args)
+    assert not (stale / "left-by-a-kill").exists()
+    cmd = _FakeTrain.calls[-1]
+    assert cmd[cmd.index("--steps") + 1] == "20000" and cmd[cmd.index("--eval-every") + 1] == "1000"
+    assert "torch_threads=1" in cmd and cmd[cmd.index("--device") + 1] == "cpu"
+    assert (r["final"], r["wall_s"], r["steps"], r["eval_every"]) == (498.0, 12.5, 20_480, 1000)
+    assert suite.first_reach(r["evals"], r["zoo_score"]) == (3072, 3.0)
+    assert "reached at 3,072 steps" in suite.progress_line(1, 4, r)
+
+
+def test_first_reach_is_the_first_evaluation_at_or_above_the_score(suite):
+    evals = [[1000, 1.5, -300.0], [2000, 3.0, -110.4], [3000, 4.5, -100.0]]
+    assert suite.first_reach(evals, -110.423) == (2000, 3.0)
+    assert suite.first_reach(evals, -90.0) is None
+    assert suite.first_reach([], 0.0) is None
+
+
+def test_table_shows_dashes_for_unreached_rows_and_the_ratio_to_sb3(suite):
+    env = "Acrobot-v1"  # Zoo PPO -73.506 at 1M
+    jobs = suite.plan(_specs(suite, "ppo", "sb3-ppo", "reinforce"), [env], [20, 21, 22])
+    never = [[500_000, 100.0, -90.0], [1_000_000, 200.0, -80.0]]
+    results = [_result(suite, "ppo", env, s, 1_000_000, -80.0 - s, 200.0 + s, never) for s in (20, 21, 22)]
+    results += [_result(suite, "sb3-ppo", env, s, 1_000_000, -70.0, 400.0,
+                        [[500_000, 150.0, -72.0], [1_000_000, 400.0, -70.0]]) for s in (20, 21, 22)]
+    tbl, misses = suite.table(results, jobs, n_boot=200)
+    rows = {line.split(" | ")[1]: line for line in tbl.splitlines()[2:]}
+    assert set(rows) == {"ppo", "sb3-ppo"}  # no reinforce results: no row
+    ppo = [c.strip() for c in rows["ppo"].split("|")]
+    assert ppo[4:12] == ["-101.0 ± 0.8", "-101.0 (3)", "-73.506 (PPO, 1M)", "-27.5", "0/3", "—", "—", "3.7 min"]
+    assert ppo[12].startswith("0.55 [") and ppo[12].endswith("] vs sb3-ppo")  # median 221 s / 400 s
+    sb3 = [c.strip() for c in rows["sb3-ppo"].split("|")]
+    assert sb3[7:13] == ["+3.5", "3/3", "500,000", "2.5 min", "6.7 min", "—"]
+    assert len(misses) == 1 and misses[0].startswith("ppo on Acrobot-v1 misses the Zoo's PPO -73.506 by 27.5")
+
+
+def test_reinforce_is_labelled_with_the_a2c_figure(suite):
+    env = "CartPole-v1"
+    jobs = suite.plan(_specs(suite, "reinforce"), [env], [20])
+    results = [_result(suite, "reinforce", env, 20, 500_000, 500.0, 60.0, [[500_000, 60.0, 500.0]])]
+    tbl, misses = suite.table(results, jobs, n_boot=100)
+    assert "| 500 (A2C's, 500k) | +0.0 | 1/1 |" in tbl and misses == []
+
+
+def test_write_docs_replaces_only_its_section(suite, tmp_path):
+    docs = tmp_path / "docs" / "benchmarks.md"
+    suite.write_docs(docs, "first\n")
+    assert docs.read_text().startswith("# Benchmarks") and "first" in docs.read_text()
+    docs.write_text(docs.read_text() + "\n## Another bench\n\nkept\n")
+    suite.write_docs(docs, "second\n")
+    text = docs.read_text()
+    assert "first" not in text and "second" in text and text.endswith("kept\n")
+    assert text.count(suite.BEGIN) == 1 and text.count(suite.END) == 1
+    assert suite.shown_command(["--seeds", "20", "--table-only", "--write-docs", "--docs", "x.md"]) == \
+        "python bench/suite.py --seeds 20"
+
+
+@pytest.mark.parametrize("argv, word", [(["--algos", "ppo2"], "unknown algo 'ppo2'"),
+                                        (["--envs", "Cartpole-v1"], "unknown env 'Cartpole-v1'"),
+                                        (["--algos", "reinforce", "--envs", "Pendulum-v1"], "no suite pair")])
+def test_bad_selection_exits_2_with_one_line(argv, word):
+    proc = subprocess.run([sys.executable, "bench/suite.py", *argv, "--dry-run"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1 and word in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_one_real_run_then_a_rerun_trains_nothing(tmp_path):
+    results = tmp_path / "results.jsonl"
+    cmd = [sys.executable, "bench/suite.py", "--algos", "ppo", "--envs", "CartPole-v1", "--seeds", "20",
+           "--steps", "2048", "--final-eval-episodes", "3", "--eval-episodes", "3", "--results", str(results),
+           "--write-docs", "--docs", str(tmp_path / "benchmarks.md")]
+    first = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert first.returncode == 0, first.stderr
+    assert "[1/1] ppo CartPole-v1 seed 20: final" in first.stdout
+    (entry,) = [json.loads(line) for line in results.read_text().splitlines()]
+    assert entry["steps"] >= 2048 and entry["evals"] and entry["final"] is not None
+    assert (tmp_path / "runs" / "CartPole-v1" / "ppo__s20__b2048" / "run.json").is_file()
+    again = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert again.returncode == 0 and "0 to train" in again.stdout and "[1/" not in again.stdout
+    assert "| CartPole-v1 | ppo | 2,048 (fixed) |" in (tmp_path / "benchmarks.md").read_text()
