@@ -8,8 +8,9 @@
         cma_generations=1 cma_eval_rollouts=2 frame_skip=4 workers=2 threads=2
     python bench/world_models.py --device cuda --batch 1024
 
-Env frames/s steps one env with random held actions, plainly and through
-frameskip.step_held (CarRacing draws only every k-th frame). Collect frames/s counts played
+Env frames/s steps one env with random held actions through frameskip.step_held (CarRacing
+draws only every k-th frame), as gymnasium draws frames and with the rollout workers' faster
+drawing of the same pixels (frameskip.fast_road_drawing). Collect frames/s counts played
 frames (env step + resize to 64x64 + compressed npz write) over all workers; encode frames/s is
 V.encode on uint8 batches already in memory (the cost the controller stage and predict pay per
 decision). --stages runs collect, V, M and C one after another in a temporary directory with
@@ -29,11 +30,13 @@ os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
-def env_frames_per_second(env_id: str, env_kwargs: dict, skip: int, frames: int) -> float:
-    from agents.world_models.frameskip import step_held
+def env_frames_per_second(env_id: str, env_kwargs: dict, skip: int, frames: int, fast: bool) -> float:
+    from agents.world_models.frameskip import fast_road_drawing, step_held
     from rlkit.environments import make_env
 
     env = make_env(env_id, env_kwargs)
+    if fast:
+        fast_road_drawing(env)
     env.reset(seed=0)
     env.action_space.seed(0)
     done, t0 = 0, time.perf_counter()
@@ -113,8 +116,11 @@ def main() -> None:
     sets = config.parse_set(args.set)
     cfg, env_kwargs = config.resolve(WorldModels.Config, "world-models", args.env, sets=sets)
     for skip in sorted({1, 4, cfg.frame_skip}):
-        fps = env_frames_per_second(args.env, env_kwargs, skip, args.frames)
-        print(f"{args.env}: env      {fps:9.0f} frames/s  (one env, frame_skip={skip}, random held actions)")
+        for fast in (False, True):
+            fps = env_frames_per_second(args.env, env_kwargs, skip, args.frames, fast)
+            drawing = "the workers' faster drawing" if fast else "as gymnasium draws"
+            print(f"{args.env}: env      {fps:9.0f} frames/s  (one env, frame_skip={skip}, {drawing}, "
+                  "random held actions)")
     with tempfile.TemporaryDirectory() as tmp:
         per_file = max(1, args.episodes // max(1, args.workers))
         spec = {"episodes": args.episodes, "episodes_per_file": per_file, "policy": "random",

@@ -16,7 +16,7 @@ os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
 from agents.world_models import WorldModels  # noqa: E402
 from agents.world_models import artifacts as art  # noqa: E402
 from agents.world_models.controller import CMAES, ActionCodec, linear_outputs, n_params  # noqa: E402
-from agents.world_models.frameskip import step_held  # noqa: E402
+from agents.world_models.frameskip import fast_road_drawing, step_held  # noqa: E402
 from agents.world_models.mdrnn import MDNRNN, mdrnn_loss, mixture_nll, sample_mixture  # noqa: E402
 from agents.world_models.rollouts import PolicyState, dream_rollouts, real_rollouts  # noqa: E402
 from agents.world_models.stages import write_dream_gif  # noqa: E402
@@ -549,8 +549,9 @@ def test_dream_search_refuses_to_resume_with_other_controller_inputs(pipeline, t
 
 # --- frame skip and early ending (CarRacing's levers, issue 19) ----------------------------
 def test_step_held_skips_only_pixels_nobody_sees(monkeypatch):
-    """CarRacing held for k frames with only the last one drawn = the same env stepped k times:
-    the same frames, rewards and endings; one _render per decision instead of k."""
+    """CarRacing held for k frames with only the last one drawn, by the workers' faster road
+    drawing = the unmodified env stepped k times: the same frames (through the zoom-in, turns and
+    visited tiles changing colour), rewards and endings; one _render per decision instead of k."""
     import gymnasium as gym
     from gymnasium.envs.box2d.car_racing import CarRacing
 
@@ -559,6 +560,7 @@ def test_step_held_skips_only_pixels_nobody_sees(monkeypatch):
     monkeypatch.setattr(CarRacing, "_render", lambda self, mode: draws.append(mode) or render(self, mode))
     plain = gym.wrappers.TimeLimit(make_env("CarRacing-v3"), 42)
     held = gym.wrappers.TimeLimit(make_env("CarRacing-v3"), 42)
+    fast_road_drawing(held)
     plain.reset(seed=3)
     held.reset(seed=3)
     rng = np.random.default_rng(0)

@@ -16,7 +16,7 @@ from agents.world_models.artifacts import load_mdrnn, load_policy, load_vae
 from agents.world_models.collect import collect_file
 from agents.world_models.controller import ActionCodec, controller_features, linear_outputs
 from agents.world_models.data import preprocess
-from agents.world_models.frameskip import step_held
+from agents.world_models.frameskip import fast_road_drawing, step_held
 from agents.world_models.mdrnn import MDNRNN, sample_mixture
 from agents.world_models.vae import ConvVAE, to_tensor
 from rlkit.environments import make_env
@@ -163,7 +163,9 @@ class Worker:
 
     def _make_envs(self, n: int) -> list:
         while len(self.envs) < n:
-            self.envs.append(make_env(self.spec["env_id"], self.spec.get("env_kwargs")))
+            env = make_env(self.spec["env_id"], self.spec.get("env_kwargs"))
+            fast_road_drawing(env)  # CarRacing: the same frames, drawn faster (frameskip.py)
+            self.envs.append(env)
         return self.envs[:n]
 
     def evaluate(self, params: np.ndarray, seeds: list[int], patience: int = 0):
