@@ -153,6 +153,16 @@ def test_sb3_reward_metrics_are_in_env_units_under_vecnormalize(tmp_path):
     assert len(ep_rew) and np.allclose(ep_rew, ep_len)
 
 
+def test_sb3_vecnormalize_discounts_with_the_entrys_gamma():
+    """As in the RL Zoo, VecNormalize's return estimate uses the algorithm's gamma (not always 0.99)."""
+    from rlkit import config, registry
+
+    cls = registry.load_algo("sb3-ppo")
+    cfg, _ = config.resolve(cls.Config, "sb3-ppo", "CartPole-v1", sets={"normalize": True, "gamma": 0.9})
+    agent = cls("CartPole-v1", cfg, seed=0, device="cpu")
+    assert agent.vecnorm.gamma == 0.9
+
+
 def _bench():
     spec = importlib.util.spec_from_file_location("time_to_solve", ROOT / "bench" / "time_to_solve.py")
     module = importlib.util.module_from_spec(spec)

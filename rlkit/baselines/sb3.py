@@ -192,7 +192,8 @@ class SB3Agent:
         if not isinstance(venv.action_space, self.action_spaces):
             names = "/".join(s.__name__ for s in self.action_spaces)
             raise UsageError(f"{type(self).__name__} needs a {names} action space; {env_id} has {venv.action_space}")
-        self.vecnorm = VecNormalize(venv) if config.normalize else None
+        # As the RL Zoo does: the reward normaliser discounts with the algorithm's own gamma.
+        self.vecnorm = VecNormalize(venv, gamma=getattr(config, "gamma", 0.99)) if config.normalize else None
         hp = {k: v for k, v in dataclasses.asdict(config).items()
               if k not in ("n_timesteps", "n_envs", "policy", "normalize", "policy_kwargs", "torch_threads")}
         if config.torch_threads > 0:
