@@ -189,6 +189,27 @@ def test_action_codec_discrete_and_box():
     box = ActionCodec(spaces.Box(np.array([-1, 0, 0], np.float32), np.array([1, 1, 1], np.float32)))
     a = box.squash(torch.tensor([[0.0, 0.0, -100.0]]))
     assert torch.allclose(a, torch.tensor([[0.0, 0.5, 0.0]]), atol=1e-6)  # tanh steer, (tanh+1)/2 pedals
+    # The paper's CarRacing C: the brake is clip(tanh(o), 0, 1), off for every o <= 0.
+    paper = ActionCodec(box_space := spaces.Box(np.array([-1, 0, 0], np.float32), np.array([1, 1, 1], np.float32)),
+                        "tanh,tanh,clip")
+    o = torch.tensor([[0.5, 0.0, 0.0], [-0.5, 1.0, -2.0], [0.0, -1.0, 0.7]])
+    t = torch.tanh(o)
+    expect = torch.stack([t[:, 0], (t[:, 1] + 1) / 2, t[:, 2].clamp(0, 1)], dim=1)
+    torch.testing.assert_close(paper.squash(o), expect)
+    assert paper.squash(o)[:, 2].tolist()[:2] == [0.0, 0.0]
+    clipped = t.clamp(torch.tensor([-1.0, 0, 0]), torch.ones(3))
+    torch.testing.assert_close(ActionCodec(box_space, "clip").squash(o), clipped)
+    for bad in ("tanh,clip", "sigmoid"):
+        with pytest.raises(UsageError, match="controller_squash"):
+            ActionCodec(box_space, bad)
+
+
+def test_controller_squash_is_saved_with_the_agent(tmp_path):
+    agent = WorldModels("CarRacing-v3", tiny_config(controller_squash="tanh,tanh,clip"), device="cpu")
+    agent.save(tmp_path / "agent.pt")
+    assert WorldModels.load(tmp_path / "agent.pt").codec.clip.tolist() == [False, False, True]
+    with pytest.raises(UsageError, match="controller_squash"):
+        WorldModels("CarRacing-v3", tiny_config(controller_squash="tanh,clip"), device="cpu")
 
 
 def test_linear_outputs_per_row_parameters():

@@ -86,6 +86,7 @@ class Config:
     dream_init_bank: int = 10_000  # first-frame latents stored in mdrnn.pt to start dreams from
     # C: linear controller + CMA-ES
     controller_env: str = "real"  # real | dream
+    controller_squash: str = "tanh"  # Box actions, per dimension: tanh (whole range) | clip (controller.py)
     controller_inputs: str = "z_h"  # z_h: C reads [z, h] (paper's V+M+C) | z: z alone (paper's V-only C)
     cma_popsize: int = 64
     cma_sigma0: float = 0.1
@@ -116,6 +117,8 @@ class Config:
             raise ValueError(f"mdrnn_mixture '{self.mdrnn_mixture}' is not one of per_dim, shared")
         if self.dream_controller_input not in ("mean", "sample"):
             raise ValueError(f"dream_controller_input '{self.dream_controller_input}' is not one of mean, sample")
+        if any(m.strip() not in ("tanh", "clip") for m in str(self.controller_squash).split(",")):
+            raise ValueError(f"controller_squash '{self.controller_squash}': each mode must be one of tanh, clip")
         if self.controller_inputs not in ("z_h", "z"):
             raise ValueError(f"controller_inputs '{self.controller_inputs}' is not one of z_h, z")
         if self.controller_env not in ("real", "dream"):
@@ -178,7 +181,7 @@ class WorldModels:
         if shape is None or len(shape) != 3 or shape[-1] != 3 or self.observation_space.dtype != np.uint8:
             raise UsageError(f"world-models needs RGB uint8 frames (H, W, 3); {env_id} observes "
                              f"{self.observation_space} (pixel envs may need env_kwargs, e.g. obs_type: pixels)")
-        self.codec = ActionCodec(self.action_space)
+        self.codec = ActionCodec(self.action_space, cfg.controller_squash)
         seed_everything(self.seed)
         self.vae = ConvVAE(cfg.z_dim, cfg.vae_channels, cfg.vae_norm, cfg.vae_blur).to(self.device).eval()
         self.mdrnn = MDNRNN(cfg.z_dim, self.codec.m_dim, cfg.mdrnn_hidden, cfg.mdrnn_gaussians,

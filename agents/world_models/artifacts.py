@@ -109,14 +109,16 @@ def load_controller(path: Path, device="cpu", expect: dict | None = None, consum
 
 # --- a whole agent -------------------------------------------------------------------------
 def load_policy(path: Path, observation_space, action_space, device="cpu"):
-    """(V, M, C's parameters) of a world-models agent checkpoint, e.g. the policy that collects
+    """(V, M, C's parameters, C's controller_squash) of a world-models agent checkpoint, e.g. the policy that collects
     the next round of data in iterative training; refused if it was trained on other spaces."""
     state, meta = _load(path, "cpu")
     if meta.get("algo") != "world-models":
         raise UsageError(f"{path} is not a world-models checkpoint (algo={meta.get('algo')!r})")
     check_spaces(meta, observation_space, action_space, where=f"checkpoint {path}")
     params = state["controller"].float().to(device)
-    return build_vae(meta["vae"], state["vae"], device), build_mdrnn(meta["mdrnn"], state["mdrnn"], device), params
+    squash = (meta.get("config") or {}).get("controller_squash", "tanh")  # how its C's outputs become actions
+    return (build_vae(meta["vae"], state["vae"], device), build_mdrnn(meta["mdrnn"], state["mdrnn"], device), params,
+            squash)
 
 
 # --- partial (resume) checkpoints ---------------------------------------------------------

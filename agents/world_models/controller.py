@@ -5,8 +5,13 @@ capacity sits in V and M and C can be optimised by a derivative-free evolution s
 
 Action squashing:
 - Discrete(n) (Catch): C outputs n logits, the action is their argmax; M gets it one-hot.
-- Box(low, high): a = low + (tanh(o) + 1) / 2 * (high - low). For CarRacing this is tanh for
-  steering in [-1, 1] and a sigmoid-shaped (tanh+1)/2 for gas and brake in [0, 1], as in the paper.
+- Box(low, high), per dimension (``controller_squash``, one mode for all dimensions or one per
+  dimension, comma-separated):
+  ``tanh``: a = low + (tanh(o) + 1) / 2 * (high - low), the whole range, its midpoint at o = 0;
+  ``clip``: a = clip(tanh(o), low, high), so on a [0, 1] range every o <= 0 is 0.
+  The paper's CarRacing controller is ``tanh,tanh,clip``: tanh steering, (tanh + 1) / 2 gas, and
+  a brake that is off for half of all outputs. With ``tanh`` everywhere the search starts at
+  brake 0.5 (the midpoint), and its first generations crawl.
 
 CMA-ES runs through the `cma` package. Its state is saved as plain arrays (mean, sigma, the
 covariance C with its eigen-decomposition B, D, evolution paths, counters, and the sampling
@@ -25,7 +30,12 @@ from rlkit.errors import UsageError
 class ActionCodec:
     """How controller outputs become env actions and how env actions are fed to M."""
 
-    def __init__(self, action_space):
+    SQUASH_MODES = ("tanh", "clip")
+
+    def __init__(self, action_space, squash: str = "tanh"):
+        modes = [m.strip() for m in str(squash).split(",")]
+        if any(m not in self.SQUASH_MODES for m in modes):
+            raise UsageError(f"controller_squash '{squash}': each mode must be one of {', '.join(self.SQUASH_MODES)}")
         if isinstance(action_space, spaces.Discrete):
             self.discrete, self.n = True, int(action_space.n)
             self.out_dim = self.m_dim = self.n
@@ -37,6 +47,10 @@ class ActionCodec:
             # Unbounded dimensions fall back to [-1, 1]; every env we target is bounded.
             self.low = torch.as_tensor(np.where(bounded, low, -1.0))
             self.high = torch.as_tensor(np.where(bounded, high, 1.0))
+            if len(modes) not in (1, self.out_dim):
+                raise UsageError(f"controller_squash '{squash}' names {len(modes)} modes; the action space "
+                                 f"{action_space} has {self.out_dim} dimensions (give 1 or {self.out_dim})")
+            self.clip = torch.as_tensor([m == "clip" for m in (modes * self.out_dim)[: self.out_dim]])
         else:
             raise UsageError(f"world-models supports Discrete or 1-D Box actions, not {action_space}")
 
@@ -45,7 +59,9 @@ class ActionCodec:
         if self.discrete:
             return out.argmax(dim=-1)
         low, high = self.low.to(out.device), self.high.to(out.device)
-        return low + (torch.tanh(out) + 1.0) * 0.5 * (high - low)
+        t = torch.tanh(out)
+        return torch.where(self.clip.to(out.device), torch.minimum(torch.maximum(t, low), high),
+                           low + (t + 1.0) * 0.5 * (high - low))
 
     def to_m(self, action: torch.Tensor) -> torch.Tensor:
         """Env action tensor -> M's input (B, m_dim): one-hot for discrete actions."""

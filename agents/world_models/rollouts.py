@@ -170,7 +170,7 @@ class Worker:
 
     def evaluate(self, params: np.ndarray, seeds: list[int], patience: int = 0):
         vae, mdrnn, extra = self._load_models()
-        codec = ActionCodec(self._make_envs(1)[0].action_space)
+        codec = ActionCodec(self._make_envs(1)[0].action_space, self.spec.get("squash", "tanh"))
         if self.spec["mode"] == "dream":
             ret = dream_rollouts(mdrnn, codec, params, extra["init_mu"], extra["init_logvar"], seeds,
                                  self.spec["temperature"], self.spec["max_steps"], self.spec["done_threshold"],
@@ -183,8 +183,8 @@ class Worker:
     def _collect_policy(self, env):
         """``act(obs, first_step)`` of the checkpoint named by spec["policy"], loaded once."""
         if self.policy is None:
-            vae, mdrnn, params = load_policy(self.spec["policy"], env.observation_space, env.action_space)
-            state = PolicyState(vae, mdrnn, ActionCodec(env.action_space), "cpu")
+            vae, mdrnn, params, squash = load_policy(self.spec["policy"], env.observation_space, env.action_space)
+            state = PolicyState(vae, mdrnn, ActionCodec(env.action_space, squash), "cpu")
 
             def act(obs, first_step: bool):
                 if first_step:

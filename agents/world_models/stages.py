@@ -278,7 +278,8 @@ def controller_stage(ctx: StageContext, on_generation) -> dict:
     spec = {"env_id": ctx.env_id, "env_kwargs": ctx.env_kwargs, "vae_path": str(vae_path),
             "mdrnn_path": str(mdrnn_path), "mode": cfg.controller_env, "temperature": cfg.dream_temperature,
             "max_steps": int(max_steps), "done_threshold": cfg.dream_done_threshold,
-            "controller_input": cfg.dream_controller_input, "frame_skip": cfg.frame_skip}
+            "controller_input": cfg.dream_controller_input, "frame_skip": cfg.frame_skip,
+            "squash": cfg.controller_squash}
     stopped = False
     with (ctx.workers_for(spec, ctx.workers) as group,
           ctx.bar(cfg.cma_generations, f"controller ({cfg.controller_env})", "gen") as bar):
