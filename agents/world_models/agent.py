@@ -232,7 +232,7 @@ class WorldModels:
             self._load_artifacts()
             # Wall time per stage (this process's share, if the stage was resumed): where a run's time goes.
             wall = time.perf_counter() - started
-            self.logger.scalar(f"time/{stage}_s", wall, self.num_timesteps)
+            self.logger.scalar(f"{stage}/wall_s", wall, self.num_timesteps)
             print(f"world-models: {stage} done in {wall / 60:.1f} min", flush=True)
             self._stage_checkpoint()
             if callback is not None and not callback.on_step(self.num_timesteps, self):
