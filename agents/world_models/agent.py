@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from agents.world_models import artifacts as art
-from agents.world_models.controller import ActionCodec, n_params
+from agents.world_models.controller import ActionCodec, n_params, squash_modes
 from agents.world_models.mdrnn import MDNRNN
 from agents.world_models.rollouts import PolicyState
 from agents.world_models.stages import (
@@ -117,8 +117,7 @@ class Config:
             raise ValueError(f"mdrnn_mixture '{self.mdrnn_mixture}' is not one of per_dim, shared")
         if self.dream_controller_input not in ("mean", "sample"):
             raise ValueError(f"dream_controller_input '{self.dream_controller_input}' is not one of mean, sample")
-        if any(m.strip() not in ("tanh", "clip") for m in str(self.controller_squash).split(",")):
-            raise ValueError(f"controller_squash '{self.controller_squash}': each mode must be one of tanh, clip")
+        squash_modes(self.controller_squash)  # ValueError for an unknown mode
         if self.controller_inputs not in ("z_h", "z"):
             raise ValueError(f"controller_inputs '{self.controller_inputs}' is not one of z_h, z")
         if self.controller_env not in ("real", "dream"):

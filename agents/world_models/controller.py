@@ -27,15 +27,25 @@ from gymnasium import spaces
 from rlkit.errors import UsageError
 
 
+SQUASH_MODES = ("tanh", "clip")
+
+
+def squash_modes(squash: str) -> list[str]:
+    """'tanh,tanh,clip' -> ['tanh', 'tanh', 'clip']; ValueError for a mode that is not one of SQUASH_MODES."""
+    modes = [m.strip() for m in str(squash).split(",")]
+    if any(m not in SQUASH_MODES for m in modes):
+        raise ValueError(f"controller_squash '{squash}': each mode must be one of {', '.join(SQUASH_MODES)}")
+    return modes
+
+
 class ActionCodec:
     """How controller outputs become env actions and how env actions are fed to M."""
 
-    SQUASH_MODES = ("tanh", "clip")
-
     def __init__(self, action_space, squash: str = "tanh"):
-        modes = [m.strip() for m in str(squash).split(",")]
-        if any(m not in self.SQUASH_MODES for m in modes):
-            raise UsageError(f"controller_squash '{squash}': each mode must be one of {', '.join(self.SQUASH_MODES)}")
+        try:
+            modes = squash_modes(squash)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
         if isinstance(action_space, spaces.Discrete):
             self.discrete, self.n = True, int(action_space.n)
             self.out_dim = self.m_dim = self.n

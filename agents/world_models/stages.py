@@ -144,6 +144,14 @@ def vae_stage(ctx: StageContext) -> dict:
         opt.load_state_dict(state["opt"])
         start, step, vae_id = int(meta["epoch"]), int(meta["step"]), meta["vae_id"]
     shown = to_tensor(first[:: max(1, manifest["max_episode_len"] // 4)][:8], ctx.device)
+
+    @torch.no_grad()
+    def reconstruction() -> np.ndarray:  # V's input frames over their decoded means
+        vae.eval()
+        mu, _ = vae.encode(shown)
+        return side_by_side(vae.prepare(shown), vae.decode(mu))
+
+    image = None
     batches_per_epoch = max(1, manifest["steps"] // cfg.vae_batch_size)
     with ctx.bar(cfg.vae_epochs * batches_per_epoch, "vae", "batch") as bar:
         bar.update(start * batches_per_epoch)
@@ -164,16 +172,11 @@ def vae_stage(ctx: StageContext) -> dict:
                 if step % 20 == 0:
                     ctx.logger.scalars({"vae/loss": loss.item(), "vae/reconstruction": recon.item(),
                                         "vae/kl": kl.item()}, step)
-            vae.eval()
-            with torch.no_grad():
-                mu, _ = vae.encode(shown)
-                ctx.logger.image("vae/input_vs_reconstruction", side_by_side(vae.prepare(shown), vae.decode(mu)),
-                                 epoch + 1)
+            image = reconstruction()
+            ctx.logger.image("vae/input_vs_reconstruction", image, epoch + 1)
             save_checkpoint(art.partial_path(ctx.work_dir, "vae"), {"vae": vae.state_dict(), "opt": opt.state_dict()},
                             {**sizes, "epoch": epoch + 1, "step": step, "vae_id": vae_id})
-    with torch.no_grad():
-        mu, _ = vae.encode(shown)
-        write_png(ctx.run_dir / "videos" / "vae_reconstruction.png", side_by_side(vae.prepare(shown), vae.decode(mu)))
+    write_png(ctx.run_dir / "videos" / "vae_reconstruction.png", reconstruction() if image is None else image)
     meta = art.save_vae(ctx.work_dir / art.VAE_FILE, vae.cpu(),
                         {"vae_id": vae_id, "epochs": cfg.vae_epochs, "frames": manifest["steps"], **ctx.spaces()})
     art.drop_partial(ctx.work_dir, "vae")
