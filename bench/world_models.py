@@ -138,7 +138,7 @@ def main() -> None:
         sample = read_file(Path(tmp) / "rollouts_00000.npz")["obs"]
 
     device = torch.device(args.device)
-    vae = ConvVAE(cfg.z_dim, cfg.vae_channels, cfg.vae_norm, cfg.vae_blur).to(device).eval()
+    vae = ConvVAE.from_sizes(cfg.vae_sizes()).to(device).eval()
     batch = sample[np.arange(args.batch) % len(sample)]
     with torch.inference_mode():
         vae.encode(to_tensor(batch, device))  # warm-up

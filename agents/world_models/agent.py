@@ -38,7 +38,7 @@ from agents.world_models.stages import (
     vae_stage,
     write_dream_gif,
 )
-from agents.world_models.vae import ConvVAE
+from agents.world_models.vae import ENCODERS, ConvVAE
 from rlkit.checkpoint import check_spaces, load_checkpoint, save_checkpoint, space_signature
 from rlkit.environments import make_env, seed_everything
 from rlkit.errors import UsageError
@@ -71,6 +71,7 @@ class Config:
     vae_recon_loss: str = "mse"  # mse (paper) | bce (small objects on black: see vae.py)
     vae_norm: str = "none"  # none (paper) | batch | group | decoder (batch norm in the decoder only): see vae.py
     vae_blur: float = 0.0  # Gaussian blur (pixels) of V's input and target; smooth z for tiny objects (vae.py)
+    vae_encoder: str = "conv"  # conv (paper) | keypoints (spatial soft-argmax: z linear in object positions; vae.py)
     vae_buffer_frames: int = 200_000  # frames held in memory while streaming the data set
     # M: MDN-RNN
     mdrnn_hidden: int = 256
@@ -101,6 +102,11 @@ class Config:
     dream_done_threshold: float = 0.5
     dream_controller_input: str = "mean"  # mean (V's posterior-mean counterpart) | sample (paper): rollouts.py
 
+    def vae_sizes(self) -> dict:
+        """V's architecture as ConvVAE.sizes() records it (the V stage checks a partial V against it)."""
+        return {"z_dim": self.z_dim, "channels": self.vae_channels, "norm": self.vae_norm, "blur": self.vae_blur,
+                "encoder": self.vae_encoder}
+
     def controller_in_dim(self) -> int:
         return self.z_dim + (self.mdrnn_hidden if self.controller_inputs == "z_h" else 0)
 
@@ -111,6 +117,8 @@ class Config:
             raise ValueError(f"vae_norm '{self.vae_norm}' is not one of none, batch, group, decoder")
         if not 0 <= self.vae_blur <= 16:  # in pixels of a 64 x 64 frame: more would blur it flat
             raise ValueError(f"vae_blur must lie in [0, 16] (pixels), got {self.vae_blur}")
+        if self.vae_encoder not in ENCODERS:
+            raise ValueError(f"vae_encoder '{self.vae_encoder}' is not one of {', '.join(ENCODERS)}")
         if self.vae_recon_loss not in ("mse", "bce"):
             raise ValueError(f"vae_recon_loss '{self.vae_recon_loss}' is not one of mse, bce")
         if self.mdrnn_mixture not in ("per_dim", "shared"):
@@ -182,7 +190,7 @@ class WorldModels:
                              f"{self.observation_space} (pixel envs may need env_kwargs, e.g. obs_type: pixels)")
         self.codec = ActionCodec(self.action_space, cfg.controller_squash)
         seed_everything(self.seed)
-        self.vae = ConvVAE(cfg.z_dim, cfg.vae_channels, cfg.vae_norm, cfg.vae_blur).to(self.device).eval()
+        self.vae = ConvVAE.from_sizes(cfg.vae_sizes()).to(self.device).eval()
         self.mdrnn = MDNRNN(cfg.z_dim, self.codec.m_dim, cfg.mdrnn_hidden, cfg.mdrnn_gaussians,
                             cfg.mdrnn_mixture).to(self.device).eval()
         self.params = torch.zeros(n_params(cfg.controller_in_dim(), self.codec.out_dim), device=self.device)
@@ -362,6 +370,7 @@ class WorldModels:
         # Sizes come from the checkpoint, never from defaults: a config edited later cannot break it.
         cfg.z_dim, cfg.vae_channels = int(meta["vae"]["z_dim"]), int(meta["vae"]["channels"])
         cfg.vae_norm, cfg.vae_blur = meta["vae"].get("norm", "none"), float(meta["vae"].get("blur", 0.0))
+        cfg.vae_encoder = meta["vae"].get("encoder", "conv")
         cfg.mdrnn_hidden, cfg.mdrnn_gaussians = int(meta["mdrnn"]["hidden"]), int(meta["mdrnn"]["gaussians"])
         cfg.mdrnn_mixture = meta["mdrnn"].get("mixture", "per_dim")
         agent = cls(meta["env_id"], cfg, seed=int(meta.get("seed", 0)), device=device,

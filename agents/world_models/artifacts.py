@@ -21,7 +21,7 @@ from rlkit.errors import UsageError
 
 VAE_FILE, MDRNN_FILE, CONTROLLER_FILE = "vae.pt", "mdrnn.pt", "controller.pt"
 PARTIAL_DIR = "stages"  # per-stage resume checkpoints (epoch / generation), removed when a stage completes
-DEFAULTS = {"mixture": "per_dim", "norm": "none", "blur": 0.0}  # for artifacts written before these options
+DEFAULTS = {"mixture": "per_dim", "norm": "none", "blur": 0.0, "encoder": "conv"}  # for artifacts written before these options
 
 
 def new_id() -> str:
@@ -63,7 +63,7 @@ def load_vae(path: Path, device="cpu", expect: dict | None = None, consumer: str
 
 def build_vae(sizes: dict, state_dict: dict, device="cpu") -> ConvVAE:
     """V rebuilt from its recorded sizes (ConvVAE.sizes()) and weights, in eval mode."""
-    vae = ConvVAE(int(sizes["z_dim"]), int(sizes["channels"]), sizes.get("norm", "none"), float(sizes.get("blur", 0.0)))
+    vae = ConvVAE.from_sizes(sizes)
     vae.load_state_dict(state_dict)
     return vae.to(device).eval()
 
@@ -143,7 +143,7 @@ def load_partial(work_dir: Path, stage: str, device, expect: dict) -> tuple[dict
         return None
     state, meta = load_checkpoint(path, device)
     for key, want in expect.items():
-        if meta.get(key) != want:
-            raise UsageError(f"{path} was made with {key}={meta.get(key)} but the config says {want}; "
+        if meta.get(key, DEFAULTS.get(key)) != want:
+            raise UsageError(f"{path} was made with {key}={meta.get(key, DEFAULTS.get(key))} but the config says {want}; "
                              f"delete it to restart stage {stage}")
     return state, meta

@@ -131,9 +131,9 @@ def vae_stage(ctx: StageContext) -> dict:
     manifest = _complete_manifest(ctx, "vae")
     files = wmdata.data_files(ctx.work_dir / "data", manifest)
     ctx.seed_torch(1)
-    vae = ConvVAE(cfg.z_dim, cfg.vae_channels, cfg.vae_norm, cfg.vae_blur).to(ctx.device)
+    sizes = cfg.vae_sizes()
+    vae = ConvVAE.from_sizes(sizes).to(ctx.device)
     opt = torch.optim.Adam(vae.parameters(), lr=cfg.vae_lr)
-    sizes = {"z_dim": cfg.z_dim, "channels": cfg.vae_channels, "norm": cfg.vae_norm, "blur": cfg.vae_blur}
     start, step, vae_id = 0, 0, art.new_id()
     first = wmdata.read_file(files[0])["obs"]
     vae.init_output_bias(vae.prepare(to_tensor(first[:2000], ctx.device)).mean(dim=(0, 2, 3)))

@@ -9,6 +9,8 @@ as a parameter so small games can use a thinner network:
              -deconv6 s2-> c x30x30 -deconv6 s2-> 3x64x64 -sigmoid-> x_hat
 
 With c = 32 this is exactly the paper's network (dense 1024, deconv 128/64/32/3).
+``encoder="keypoints"`` swaps the encoder's torso for a spatial soft-argmax (Keypoints below):
+z is then linear in where the objects are, which a linear controller needs on sprite games.
 
 Loss per frame (the paper's, with its "KL tolerance" = free bits):
 
@@ -39,13 +41,46 @@ IMAGE_SIZE = 64  # the pipeline's frame size; other frame sizes are resized to i
 
 
 NORMS = ("none", "batch", "group", "decoder")
+ENCODERS = ("conv", "keypoints")
+
+
+class Keypoints(nn.Module):
+    """Encoder torso that outputs where things are: the expected (x, y) of each feature map.
+
+    Three convolutions end on a 16 x 16 grid (4 x 4 pixels a cell: Catch's own grid; a 32 x 32
+    grid cost 5 times as much for the same precision); each of the k output maps becomes a
+    probability map over the grid (a softmax), and its expected coordinates in [-1, 1] are the torso's output
+    (a spatial soft-argmax, as in deep spatial autoencoders, Finn et al. 2016). A small object
+    that one map responds to is then located *linearly*: its column is a coordinate of the
+    output, not a code the decoder learned. The paper's torso flattens its last feature map
+    instead, and on Catch a linear read-out of the ball's column from its z was off by 1.3-2.6
+    cells; from this torso's z it is exact (docs/world_models.md). It keeps positions only,
+    not textures or colours, so it suits games of a few sprites, not CarRacing's road.
+    """
+
+    def __init__(self, channels: int, keypoints: int, block):
+        super().__init__()
+        c = channels
+        self.net = nn.Sequential(*block(nn.Conv2d(3, c, 4, stride=2, padding=1), c),
+                                 *block(nn.Conv2d(c, 2 * c, 4, stride=2, padding=1), 2 * c),
+                                 nn.Conv2d(2 * c, keypoints, 3, padding=1))
+        g = torch.linspace(-1.0, 1.0, IMAGE_SIZE // 4)
+        yy, xx = torch.meshgrid(g, g, indexing="ij")
+        self.register_buffer("grid", torch.stack([xx.flatten(), yy.flatten()], dim=1), persistent=False)
+        self.out_dim = 2 * keypoints
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        attention = torch.softmax(self.net(x).flatten(2), dim=2)  # (B, k, 16 * 16)
+        return (attention @ self.grid).flatten(1)  # (B, 2k): x1, y1, x2, y2, ...
 
 
 class ConvVAE(nn.Module):
-    def __init__(self, z_dim: int = 32, channels: int = 32, norm: str = "none", blur: float = 0.0):
+    def __init__(self, z_dim: int = 32, channels: int = 32, norm: str = "none", blur: float = 0.0,
+                 encoder: str = "conv"):
         super().__init__()
         c = channels
         self.z_dim, self.channels, self.norm, self.blur = z_dim, channels, norm, float(blur)
+        self.encoder_kind = encoder
 
         def block(layer: nn.Module, out_ch: int, decoder: bool = False) -> list[nn.Module]:
             # A norm layer (not in the paper) lets V escape the "empty frame" plateau on sparse
@@ -57,14 +92,18 @@ class ConvVAE(nn.Module):
                      "group": [nn.GroupNorm(math.gcd(4, out_ch), out_ch)]}[kind]
             return [layer, *extra, nn.ReLU()]
 
-        self.encoder = nn.Sequential(
-            *block(nn.Conv2d(3, c, 4, stride=2), c),
-            *block(nn.Conv2d(c, 2 * c, 4, stride=2), 2 * c),
-            *block(nn.Conv2d(2 * c, 4 * c, 4, stride=2), 4 * c),
-            *block(nn.Conv2d(4 * c, 8 * c, 4, stride=2), 8 * c),
-            nn.Flatten(),
-        )
-        enc_out = 8 * c * 2 * 2
+        if encoder == "keypoints":
+            self.encoder = Keypoints(c, 4 * c, block)
+            enc_out = self.encoder.out_dim
+        else:
+            self.encoder = nn.Sequential(
+                *block(nn.Conv2d(3, c, 4, stride=2), c),
+                *block(nn.Conv2d(c, 2 * c, 4, stride=2), 2 * c),
+                *block(nn.Conv2d(2 * c, 4 * c, 4, stride=2), 4 * c),
+                *block(nn.Conv2d(4 * c, 8 * c, 4, stride=2), 8 * c),
+                nn.Flatten(),
+            )
+            enc_out = 8 * c * 2 * 2
         self.fc_mu = nn.Linear(enc_out, z_dim)
         self.fc_logvar = nn.Linear(enc_out, z_dim)
         self.fc_dec = nn.Linear(z_dim, 32 * c)
@@ -80,10 +119,17 @@ class ConvVAE(nn.Module):
             k = torch.exp(-0.5 * (t / self.blur) ** 2)
             self.register_buffer("kernel", (k / k.sum()), persistent=False)
 
+    @classmethod
+    def from_sizes(cls, sizes: dict) -> ConvVAE:
+        """The network ``sizes()`` (or Config.vae_sizes()) describes; keys missing from artifacts
+        written before an option existed take that option's old behaviour."""
+        return cls(int(sizes["z_dim"]), int(sizes["channels"]), sizes.get("norm", "none"),
+                   float(sizes.get("blur", 0.0)), sizes.get("encoder", "conv"))
+
     def sizes(self) -> dict:
         """What a checkpoint must record to rebuild this network."""
         return {"z_dim": self.z_dim, "channels": self.channels, "norm": self.norm, "blur": self.blur,
-                "image_size": IMAGE_SIZE}
+                "encoder": self.encoder_kind, "image_size": IMAGE_SIZE}
 
     def prepare(self, x: torch.Tensor) -> torch.Tensor:
         """The frame V actually sees and reconstructs: x, optionally Gaussian-blurred.
