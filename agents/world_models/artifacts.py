@@ -21,7 +21,8 @@ from rlkit.errors import UsageError
 
 VAE_FILE, MDRNN_FILE, CONTROLLER_FILE = "vae.pt", "mdrnn.pt", "controller.pt"
 PARTIAL_DIR = "stages"  # per-stage resume checkpoints (epoch / generation), removed when a stage completes
-DEFAULTS = {"mixture": "per_dim", "norm": "none", "blur": 0.0, "encoder": "conv"}  # for artifacts written before these options
+# What an artifact written before an option existed was made with.
+DEFAULTS = {"mixture": "per_dim", "norm": "none", "blur": 0.0, "encoder": "conv"}
 
 
 def new_id() -> str:
@@ -143,7 +144,8 @@ def load_partial(work_dir: Path, stage: str, device, expect: dict) -> tuple[dict
         return None
     state, meta = load_checkpoint(path, device)
     for key, want in expect.items():
-        if meta.get(key, DEFAULTS.get(key)) != want:
-            raise UsageError(f"{path} was made with {key}={meta.get(key, DEFAULTS.get(key))} but the config says {want}; "
+        got = meta.get(key, DEFAULTS.get(key))
+        if got != want:
+            raise UsageError(f"{path} was made with {key}={got} but the config says {want}; "
                              f"delete it to restart stage {stage}")
     return state, meta
