@@ -29,9 +29,10 @@ the total wall time (training and its evaluations, not the final scoring). The t
 runs that reached it), median total wall time, and each rlkit row's wall time over its SB3
 counterpart's (ratio of medians, paired by seed, 95% bootstrap interval).
 
-Resume: each finished run is appended as one JSON line to --results; a rerun skips every
-(algo, env, seed, budget) already there, and a run that was interrupted is deleted and started
-again from scratch. It takes many hours: run it in the background.
+Resume: each finished run is appended as one JSON line to --results (bench/results/suite.jsonl,
+tracked, so a suite can span sessions and machines); a rerun skips every (algo, env, seed,
+budget, hyperparameters' fingerprint) already there, and a run that was interrupted is deleted
+and started again from scratch. It takes many hours: run it in the background.
 
     python bench/suite.py                          # the whole suite, seeds 20 21 22
     python bench/suite.py --algos ppo sb3-ppo --envs Acrobot-v1 LunarLander-v3
@@ -43,6 +44,7 @@ again from scratch. It takes many hours: run it in the background.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import platform
@@ -59,6 +61,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from time_to_solve import ROOT, parse_spec, ratio_of_medians  # noqa: E402
 
 sys.path.insert(0, str(ROOT))
+from rlkit.config import read_yaml, yaml_entry  # noqa: E402
 from rlkit.errors import did_you_mean  # noqa: E402
 from rlkit.registry import ALGOS  # noqa: E402
 
@@ -96,7 +99,10 @@ SUITE = {algo: row for algo, row in SUITE.items() if algo in ALGOS}  # a3c only 
 NO_OWN_FIGURE = {"reinforce"}  # held to another algorithm's figure: labelled so in the table
 DEFAULT_SEEDS = [20, 21, 22]
 QUICK_STEPS = 20_000
-DEFAULT_RESULTS = "runs/bench/suite/results.jsonl"
+# The results file is tracked (a few hundred bytes a run: figures, no weights): the suite takes
+# longer than any one session or machine, and docs/benchmarks.md's table is made from it.
+DEFAULT_RESULTS = "bench/results/suite.jsonl"
+DEFAULT_RUNS_ROOT = "runs/bench/suite"  # run directories (checkpoints, TensorBoard): never tracked
 BEGIN, END = "<!-- suite:begin -->", "<!-- suite:end -->"
 
 
@@ -161,13 +167,25 @@ def plan(specs, envs: list[str], seeds: list[int], scale: float = 1.0, steps: in
                 algo, config, label = here[(i + k) % len(here)]
                 jobs.append({"label": label, "algo": algo, "config": str(config) if config else None,
                              "env": env, "seed": int(seed), "budget": budget_of(algo, env, scale, steps),
-                             "budget_scale": None if steps else scale})
+                             "budget_scale": None if steps else scale,
+                             "hyperparams": hyperparams_of(algo, env, str(config) if config else None)})
     return jobs
+
+
+def hyperparams_of(algo: str, env: str, config: str | None) -> str:
+    """A short fingerprint of the hyperparameters a run trains with (its yaml entry, then its
+    config file): editing an entry makes its rows pending again instead of mixing old results in."""
+    entry = yaml_entry(algo, env)
+    if config:
+        data = read_yaml(Path(config)) or {}
+        entry.update(data[env] if isinstance(data.get(env), dict) else data)
+    text = json.dumps(entry, sort_keys=True, default=str)
+    return hashlib.sha1(text.encode()).hexdigest()[:10]
 
 
 def key(entry: dict) -> tuple:
     """What makes a run the same run: the resume key."""
-    return entry["label"], entry["env"], int(entry["seed"]), int(entry["budget"])
+    return entry["label"], entry["env"], int(entry["seed"]), int(entry["budget"]), entry.get("hyperparams")
 
 
 def load_results(path: Path) -> list[dict]:
@@ -440,7 +458,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", help="--device of every run (default: cpu)")
     p.add_argument("--results", default=DEFAULT_RESULTS, help=f"results file, one JSON line a run "
                                                               f"(default: {DEFAULT_RESULTS})")
-    p.add_argument("--runs-root", default=None, help="run directories (default: runs/ beside the results file)")
+    p.add_argument("--runs-root", default=DEFAULT_RUNS_ROOT, help=f"run directories (default: {DEFAULT_RUNS_ROOT})")
     p.add_argument("--dry-run", action="store_true", help="print the runs still to do, in order, and stop")
     p.add_argument("--table-only", action="store_true", help="no training: the table from the results file")
     p.add_argument("--write-docs", action="store_true", help="write the table into the suite section of --docs")
@@ -468,7 +486,6 @@ def main(argv: list[str] | None = None) -> int:
               f"{' '.join(CLASSIC_DISCRETE)} only)", file=sys.stderr)
         return 2
     results_path = Path(args.results)
-    args.runs_root = args.runs_root or str(results_path.parent / "runs")
     results = load_results(results_path)
     todo = [] if args.table_only else pending(jobs, results)
 

@@ -32,7 +32,8 @@ def _specs(suite, *algos):
 def _result(suite, label, env, seed, budget, final, wall, evals, algo=None):
     return {"label": label, "algo": algo or label, "config": None, "env": env, "seed": seed, "budget": budget,
             "budget_scale": 1.0, "final": final, "final_std": 0.0, "steps": budget, "wall_s": wall,
-            "evals": evals, "zoo_score": 0.0, "date": "2026-01-01 00:00", "cpus": 2}
+            "evals": evals, "zoo_score": 0.0, "date": "2026-01-01 00:00", "cpus": 2,
+            "hyperparams": suite.hyperparams_of(algo or label, env, None)}
 
 
 def test_plan_alternates_the_first_algo_and_runs_each_pair_once_per_seed(suite):
@@ -77,6 +78,23 @@ def test_resume_skips_finished_runs_and_ignores_a_cut_line(suite, tmp_path, caps
     out = capsys.readouterr().out
     assert "6 runs planned, 2 in" in out and "4 to train" in out
     assert "ppo CartPole-v1 seed 21 budget 20,000" in out
+
+
+def test_an_edited_entry_makes_its_rows_pending_again(suite, tmp_path, monkeypatch):
+    # Results are keyed by the hyperparameters' fingerprint too: a row trained with an older yaml
+    # entry is not reused (nor shown) once the entry changes; other rows are untouched.
+    specs = _specs(suite, "ppo", "sb3-ppo")
+    jobs = suite.plan(specs, ["CartPole-v1"], [20], steps=20_000)
+    done = [_result(suite, label, "CartPole-v1", 20, 20_000, 500.0, 10.0, []) for label in ("ppo", "sb3-ppo")]
+    assert suite.pending(jobs, done) == []
+    config = tmp_path / "ppo.yaml"
+    config.write_text("CartPole-v1: {n_epochs: 3}\n")
+    assert suite.hyperparams_of("ppo", "CartPole-v1", str(config)) != done[0]["hyperparams"]
+    real = suite.yaml_entry
+    monkeypatch.setattr(suite, "yaml_entry",
+                        lambda algo, env: {**real(algo, env), **({"n_epochs": 3} if algo == "ppo" else {})})
+    edited = suite.plan(specs, ["CartPole-v1"], [20], steps=20_000)
+    assert [j["label"] for j in suite.pending(edited, done)] == ["ppo"]
 
 
 class _FakeTrain:
@@ -174,7 +192,7 @@ def test_one_real_run_then_a_rerun_trains_nothing(tmp_path):
     results = tmp_path / "results.jsonl"
     cmd = [sys.executable, "bench/suite.py", "--algos", "ppo", "--envs", "CartPole-v1", "--seeds", "20",
            "--steps", "2048", "--final-eval-episodes", "3", "--eval-episodes", "3", "--results", str(results),
-           "--write-docs", "--docs", str(tmp_path / "benchmarks.md")]
+           "--runs-root", str(tmp_path / "runs"), "--write-docs", "--docs", str(tmp_path / "benchmarks.md")]
     first = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert first.returncode == 0, first.stderr
     assert "[1/1] ppo CartPole-v1 seed 20: final" in first.stdout
