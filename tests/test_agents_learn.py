@@ -49,18 +49,24 @@ class SolveCallback:
 @pytest.mark.parametrize("cls,budget", [(PPO, 50_000), (ActorCritic, 200_000), (Reinforce, 300_000)],
                          ids=["ppo", "actor-critic", "reinforce"])
 def test_solves_cartpole(cls, budget, seed):
-    cfg, env_kwargs = resolve(cls.Config, cls.algo_name, ENV_ID)
+    cfg, _ = resolve(cls.Config, cls.algo_name, ENV_ID)
     if cls is Reinforce:
         assert cfg.baseline, "the REINFORCE target is with a learned baseline"
-    agent = cls(ENV_ID, cfg, seed=seed, device="cpu", env_kwargs=env_kwargs)
-    callback = SolveCallback(ENV_ID, THRESHOLD, EVAL_EVERY, EVAL_EPISODES, env_kwargs)
+    assert_solves(cls, ENV_ID, THRESHOLD, EVAL_EVERY, budget, seed)
+
+
+def assert_solves(cls, env_id: str, threshold: float, every: int, budget: int, seed: int) -> None:
+    """Train ``cls`` with its yaml entry for ``env_id`` until its evaluation reaches ``threshold``."""
+    cfg, env_kwargs = resolve(cls.Config, cls.algo_name, env_id)
+    agent = cls(env_id, cfg, seed=seed, device="cpu", env_kwargs=env_kwargs)
+    callback = SolveCallback(env_id, threshold, every, EVAL_EPISODES, env_kwargs)
     t0 = time.perf_counter()
     try:
         agent.learn(budget, callback=callback)
     finally:
         agent.close()
     assert callback.solved_at is not None, (
-        f"{cls.algo_name} did not reach {THRESHOLD} within {budget} steps "
+        f"{cls.algo_name} did not reach {threshold} on {env_id} within {budget} steps "
         f"({time.perf_counter() - t0:.0f} s); evals (step, mean): {callback.history}")
     assert callback.solved_at <= budget
 
@@ -79,13 +85,4 @@ ACROBOT_PPO_BUDGET, ACROBOT_AC_BUDGET, ACROBOT_REINFORCE_BUDGET = 60_000, 100_00
                                         (Reinforce, ACROBOT_REINFORCE_BUDGET)],
                          ids=["ppo", "actor-critic", "reinforce"])
 def test_swings_up_acrobot(cls, budget):
-    cfg, env_kwargs = resolve(cls.Config, cls.algo_name, ACROBOT)
-    agent = cls(ACROBOT, cfg, seed=0, device="cpu", env_kwargs=env_kwargs)
-    callback = SolveCallback(ACROBOT, ACROBOT_THRESHOLD, ACROBOT_EVAL_EVERY, EVAL_EPISODES, env_kwargs)
-    try:
-        agent.learn(budget, callback=callback)
-    finally:
-        agent.close()
-    assert callback.solved_at is not None, (
-        f"{cls.algo_name} did not reach {ACROBOT_THRESHOLD} on {ACROBOT} within {budget} steps; "
-        f"evals (step, mean): {callback.history}")
+    assert_solves(cls, ACROBOT, ACROBOT_THRESHOLD, ACROBOT_EVAL_EVERY, budget, seed=0)
