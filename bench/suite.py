@@ -61,7 +61,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from time_to_solve import ROOT, parse_spec, ratio_of_medians  # noqa: E402
 
 sys.path.insert(0, str(ROOT))
-from rlkit.config import read_yaml, yaml_entry  # noqa: E402
+from rlkit.config import config_file_entry, yaml_entry  # noqa: E402
 from rlkit.errors import did_you_mean  # noqa: E402
 from rlkit.registry import ALGOS  # noqa: E402
 
@@ -177,8 +177,7 @@ def hyperparams_of(algo: str, env: str, config: str | None) -> str:
     config file): editing an entry makes its rows pending again instead of mixing old results in."""
     entry = yaml_entry(algo, env)
     if config:
-        data = read_yaml(Path(config)) or {}
-        entry.update(data[env] if isinstance(data.get(env), dict) else data)
+        entry.update(config_file_entry(Path(config), env))
     text = json.dumps(entry, sort_keys=True, default=str)
     return hashlib.sha1(text.encode()).hexdigest()[:10]
 

@@ -217,20 +217,24 @@ def _build(config_cls, merged: dict):
     return cfg
 
 
+def config_file_entry(config_file: Path, env_id: str) -> dict:
+    """A --config file's hyperparameters for ``env_id``: a flat mapping, or the RL Zoo shape {env_id: {...}}."""
+    data = read_yaml(config_file)
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise UsageError(f"config file {config_file} must hold a mapping of key: value")
+    if env_id in data and isinstance(data[env_id], dict):
+        data = data[env_id]
+    return data
+
+
 def resolve(config_cls, algo: str, env_id: str, config_file: Path | None = None,
             sets: dict | None = None) -> tuple[Any, dict]:
     """Build the Config and the env kwargs. Returns (config instance, env_kwargs)."""
     layers = [("hyperparams", yaml_entry(algo, env_id))]
     if config_file is not None:
-        data = read_yaml(config_file)
-        if data is None:
-            data = {}
-        if not isinstance(data, dict):
-            raise UsageError(f"config file {config_file} must hold a mapping of key: value")
-        # Accept both a flat mapping and the RL Zoo shape {env_id: {...}}.
-        if env_id in data and isinstance(data[env_id], dict):
-            data = data[env_id]
-        layers.append(("config file", data))
+        layers.append(("config file", config_file_entry(config_file, env_id)))
     layers.append(("--set", sets or {}))
 
     merged: dict[str, Any] = {}

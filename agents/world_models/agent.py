@@ -38,7 +38,7 @@ from agents.world_models.stages import (
     vae_stage,
     write_dream_gif,
 )
-from agents.world_models.vae import ENCODERS, ConvVAE
+from agents.world_models.vae import ENCODERS, SIZE_DEFAULTS, ConvVAE
 from rlkit.checkpoint import check_spaces, load_checkpoint, save_checkpoint, space_signature
 from rlkit.environments import make_env, seed_everything
 from rlkit.errors import UsageError
@@ -368,9 +368,9 @@ class WorldModels:
             raise UsageError(f"{path} is not a world-models checkpoint (algo={meta.get('algo')!r})")
         cfg = config_from_dict(Config, meta.get("config") or {})
         # Sizes come from the checkpoint, never from defaults: a config edited later cannot break it.
-        cfg.z_dim, cfg.vae_channels = int(meta["vae"]["z_dim"]), int(meta["vae"]["channels"])
-        cfg.vae_norm, cfg.vae_blur = meta["vae"].get("norm", "none"), float(meta["vae"].get("blur", 0.0))
-        cfg.vae_encoder = meta["vae"].get("encoder", "conv")
+        vae = {**SIZE_DEFAULTS, **meta["vae"]}
+        cfg.z_dim, cfg.vae_channels = int(vae["z_dim"]), int(vae["channels"])
+        cfg.vae_norm, cfg.vae_blur, cfg.vae_encoder = vae["norm"], float(vae["blur"]), vae["encoder"]
         cfg.mdrnn_hidden, cfg.mdrnn_gaussians = int(meta["mdrnn"]["hidden"]), int(meta["mdrnn"]["gaussians"])
         cfg.mdrnn_mixture = meta["mdrnn"].get("mixture", "per_dim")
         agent = cls(meta["env_id"], cfg, seed=int(meta.get("seed", 0)), device=device,

@@ -15,14 +15,14 @@ from pathlib import Path
 import torch
 
 from agents.world_models.mdrnn import MDNRNN
-from agents.world_models.vae import ConvVAE
+from agents.world_models.vae import SIZE_DEFAULTS, ConvVAE
 from rlkit.checkpoint import check_spaces, load_checkpoint, save_checkpoint
 from rlkit.errors import UsageError
 
 VAE_FILE, MDRNN_FILE, CONTROLLER_FILE = "vae.pt", "mdrnn.pt", "controller.pt"
 PARTIAL_DIR = "stages"  # per-stage resume checkpoints (epoch / generation), removed when a stage completes
 # What an artifact written before an option existed was made with.
-DEFAULTS = {"mixture": "per_dim", "norm": "none", "blur": 0.0, "encoder": "conv"}
+DEFAULTS = {"mixture": "per_dim", **SIZE_DEFAULTS}
 
 
 def new_id() -> str:

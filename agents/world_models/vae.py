@@ -42,6 +42,8 @@ IMAGE_SIZE = 64  # the pipeline's frame size; other frame sizes are resized to i
 
 NORMS = ("none", "batch", "group", "decoder")
 ENCODERS = ("conv", "keypoints")
+# What a V recorded before an option existed was built with (ConvVAE.sizes() keys).
+SIZE_DEFAULTS = {"norm": "none", "blur": 0.0, "encoder": "conv"}
 
 
 class Keypoints(nn.Module):
@@ -49,8 +51,8 @@ class Keypoints(nn.Module):
 
     Three convolutions end on a 16 x 16 grid (4 x 4 pixels a cell: Catch's own grid; a 32 x 32
     grid cost 5 times as much for the same precision); each of the k output maps becomes a
-    probability map over the grid (a softmax), and its expected coordinates in [-1, 1] are the torso's output
-    (a spatial soft-argmax, as in deep spatial autoencoders, Finn et al. 2016). A small object
+    probability map over the grid (a softmax), and its expected coordinates in [-1, 1] are the
+    torso's output (a spatial soft-argmax, as in deep spatial autoencoders, Finn et al. 2016). A small object
     that one map responds to is then located *linearly*: its column is a coordinate of the
     output, not a code the decoder learned. The paper's torso flattens its last feature map
     instead, and on Catch a linear read-out of the ball's column from its z was off by 1.3-2.6
@@ -122,9 +124,9 @@ class ConvVAE(nn.Module):
     @classmethod
     def from_sizes(cls, sizes: dict) -> ConvVAE:
         """The network ``sizes()`` (or Config.vae_sizes()) describes; keys missing from artifacts
-        written before an option existed take that option's old behaviour."""
-        return cls(int(sizes["z_dim"]), int(sizes["channels"]), sizes.get("norm", "none"),
-                   float(sizes.get("blur", 0.0)), sizes.get("encoder", "conv"))
+        written before an option existed take that option's old behaviour (SIZE_DEFAULTS)."""
+        s = {**SIZE_DEFAULTS, **sizes}
+        return cls(int(s["z_dim"]), int(s["channels"]), s["norm"], float(s["blur"]), s["encoder"])
 
     def sizes(self) -> dict:
         """What a checkpoint must record to rebuild this network."""
