@@ -75,6 +75,9 @@ class Config:
     activation: str = "tanh"
     shared: bool | None = True        # actor and critic share a torso except for their heads (the paper)
     log_std_init: float = 0.0
+    use_sde: bool = False             # gSDE exploration for Box actions (rlkit.networks.ActionHead)
+    sde_sample_freq: int = -1         # gSDE: new noise every n steps; -1: once per rollout
+    ortho_init: bool = True           # False: torch's default init (the Zoo's gSDE entries)
     torch_threads: int = 1            # per worker: the parallelism is across workers
     frame_stack: int = 1
     train_time_limit: int | None = None

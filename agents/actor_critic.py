@@ -51,6 +51,9 @@ class Config:
     activation: str = "tanh"
     shared: bool | None = None        # one torso for actor and critic; None: shared for CNNs only
     log_std_init: float = 0.0
+    use_sde: bool = False             # gSDE exploration for Box actions (rlkit.networks.ActionHead)
+    sde_sample_freq: int = -1         # gSDE: new noise every n steps; -1: once per rollout
+    ortho_init: bool = True           # False: torch's default init (the Zoo's gSDE entries)
     torch_threads: int = 1
     frame_stack: int = 1              # > 1: stack the last k observations (velocity from pixels)
     train_time_limit: int | None = None  # TimeLimit of training episodes only (see rlkit.environments.EnvFactory)

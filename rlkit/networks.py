@@ -4,6 +4,9 @@ action space, and an actor-critic module that composes them.
 - vector observations -> MLP; image observations (H, W, C uint8 Box) -> CNN (``cnn``: nature | compact).
 - Discrete -> categorical, MultiDiscrete -> independent categoricals, Box -> diagonal Gaussian with a
   state-independent log std (as in SB3 / CleanRL); samples are clipped to the Box by the rollout.
+- Box with ``sde=True``: generalized state-dependent exploration (gSDE, Raffin et al. 2021, SB3's
+  ``use_sde``): the noise is ``features @ W``, with one random matrix W per env copy drawn by
+  ``reset_noise`` and held between draws, so exploration is smooth in time instead of white.
 """
 
 from __future__ import annotations
@@ -113,9 +116,14 @@ def make_torso(obs_space: spaces.Space, hidden: list[int], activation: str = "ta
 class ActionHead(nn.Module):
     """features -> a torch distribution over actions with summed per-dimension log-probs."""
 
-    def __init__(self, action_space: spaces.Space, in_dim: int, log_std_init: float = 0.0):
+    def __init__(self, action_space: spaces.Space, in_dim: int, log_std_init: float = 0.0,
+                 sde: bool = False, sde_sample_freq: int = -1):
         super().__init__()
         self.space = action_space
+        self.sde, self.sde_sample_freq = sde, sde_sample_freq
+        if sde and not isinstance(action_space, spaces.Box):
+            raise ValueError(f"use_sde needs a continuous (Box) action space, got {action_space}")
+        self.exploration: torch.Tensor | None = None  # gSDE: (copies, in_dim, dim) matrices W
         if isinstance(action_space, spaces.Discrete):
             self.logits = init_layer(nn.Linear(in_dim, int(action_space.n)), gain=0.01)
         elif isinstance(action_space, spaces.MultiDiscrete):
@@ -124,7 +132,9 @@ class ActionHead(nn.Module):
         elif isinstance(action_space, spaces.Box):
             dim = int(np.prod(action_space.shape))
             self.mean = init_layer(nn.Linear(in_dim, dim), gain=0.01)
-            self.log_std = nn.Parameter(torch.full((dim,), float(log_std_init)))
+            # gSDE learns one std per (feature, action) pair: W[j, k] ~ N(0, exp(log_std[j, k])^2).
+            shape = (in_dim, dim) if sde else (dim,)
+            self.log_std = nn.Parameter(torch.full(shape, float(log_std_init)))
         else:
             raise ValueError(f"unsupported action space {action_space}")
 
@@ -135,15 +145,37 @@ class ActionHead(nn.Module):
             chunks = torch.split(self.logits(features), self.nvec, dim=-1)
             return ActionDist([Categorical(logits=c, **NO_CHECKS) for c in chunks], kind="multidiscrete")
         mean = self.mean(features)
-        return ActionDist([Normal(mean, self.log_std.expand_as(mean).exp(), **NO_CHECKS)], kind="box",
-                          shape=self.space.shape)
+        if not self.sde:
+            return ActionDist([Normal(mean, self.log_std.expand_as(mean).exp(), **NO_CHECKS)], kind="box",
+                              shape=self.space.shape)
+        # The noise features @ W is Gaussian given the features, with variance sum_j f_j^2 std_jk^2:
+        # that Normal gives the log-probs and entropy. The features are detached (SB3's default,
+        # learn_features=False): the std, not the torso, learns how much to explore.
+        latent = features.detach()
+        variance = latent.pow(2) @ self.log_std.exp().pow(2)
+        dist = Normal(mean, (variance + 1e-6).sqrt(), **NO_CHECKS)
+        return ActionDist([dist], kind="box", shape=self.space.shape, noise=lambda: self.noise(latent))
+
+    def reset_noise(self, copies: int) -> None:
+        """Draw a new exploration matrix W for each of ``copies`` env copies (gSDE)."""
+        std = self.log_std.detach().exp()
+        self.exploration = torch.normal(torch.zeros(copies, *std.shape, device=std.device), std)
+
+    def noise(self, latent: torch.Tensor) -> torch.Tensor:
+        """features @ W for each row; a batch of another size than the last draw's gets its own draw."""
+        if self.exploration is None or self.exploration.shape[0] != latent.shape[0]:
+            self.reset_noise(latent.shape[0])
+        return torch.bmm(latent.unsqueeze(1), self.exploration).squeeze(1)
 
 
 class ActionDist:
-    def __init__(self, dists, kind: str, shape=None):
+    def __init__(self, dists, kind: str, shape=None, noise=None):
         self.dists, self.kind, self.shape = dists, kind, shape
+        self.noise = noise  # gSDE: the held exploration noise, used by sample() instead of white noise
 
     def sample(self) -> torch.Tensor:
+        if self.noise is not None:
+            return self._pack([self.dists[0].mean + self.noise()])
         return self._pack([d.sample() for d in self.dists])
 
     def mode(self) -> torch.Tensor:
@@ -175,7 +207,7 @@ class ActorCritic(nn.Module):
     """Policy and value function over one shared torso, or two separate ones (``shared=False``)."""
 
     def __init__(self, obs_space, action_space, hidden=(64, 64), activation="tanh", shared=None,
-                 log_std_init=0.0, critic=True, cnn="nature"):
+                 log_std_init=0.0, critic=True, cnn="nature", sde=False, sde_sample_freq=-1, ortho_init=True):
         super().__init__()
         hidden = list(hidden)
         # None: CNNs share one torso (as in Nature DQN / PPO's Atari setup), MLPs get two.
@@ -184,8 +216,12 @@ class ActorCritic(nn.Module):
         self.critic_torso = None
         if critic and not self.shared:
             self.critic_torso = make_torso(obs_space, hidden, activation, cnn)
-        self.head = ActionHead(action_space, self.actor_torso.out_dim, log_std_init)
+        self.head = ActionHead(action_space, self.actor_torso.out_dim, log_std_init, sde, sde_sample_freq)
         self.value = init_layer(nn.Linear(self.actor_torso.out_dim, 1), gain=1.0) if critic else None
+        if not ortho_init:  # the RL Zoo's gSDE entries: torch's default init (SB3's ortho_init=False)
+            for layer in self.modules():
+                if isinstance(layer, (nn.Linear, nn.Conv2d)):
+                    layer.reset_parameters()
 
     def forward(self, obs: torch.Tensor):
         """(action distribution, value or None)."""

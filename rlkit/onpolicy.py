@@ -24,6 +24,7 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 import torch
+from gymnasium import spaces as gym_spaces
 
 from rlkit.checkpoint import agent_meta, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from rlkit.environments import EnvFactory, NotPlainData, env_state, load_env_state, seed_everything
@@ -77,6 +78,8 @@ def check_common_options(c) -> None:
         raise ValueError(f"vf_coef must be >= 0, got {c.vf_coef}")
     if abs(getattr(c, "log_std_init", 0.0)) > 20:  # exp(±20) is as far as a std should start
         raise ValueError(f"log_std_init must lie in [-20, 20], got {c.log_std_init}")
+    if getattr(c, "sde_sample_freq", -1) < -1:
+        raise ValueError(f"sde_sample_freq must be -1 (once per rollout) or >= 0, got {c.sde_sample_freq}")
     avg_lr = getattr(c, "avg_reward_lr", None)
     if avg_lr is not None and not 0 < avg_lr <= 1:
         raise ValueError(f"avg_reward_lr must lie in (0, 1], got {avg_lr}")
@@ -102,9 +105,18 @@ class Collector:
         self.model = model
         device = next(model.parameters()).device
         self.rollout = Rollout(self.env, n_steps, device, seed=first_seed)
+        self.step = 0  # steps into the current rollout (gSDE's noise schedule)
 
     def policy_step(self, obs: torch.Tensor):
-        """Sample actions for a rollout: (actions, log-probs, values; zeros without a critic)."""
+        """Sample actions for a rollout: (actions, log-probs, values; zeros without a critic).
+
+        gSDE (``use_sde``): new exploration matrices at the start of every rollout, and every
+        ``sde_sample_freq`` steps within it when that is > 0 (SB3's schedule)."""
+        head = self.model.head
+        freq = head.sde_sample_freq
+        if head.sde and (self.step == 0 or (freq > 0 and self.step % freq == 0)):
+            head.reset_noise(obs.shape[0])
+        self.step += 1
         dist, value = self.model(obs)
         actions = dist.sample()
         if value is None:
@@ -112,6 +124,7 @@ class Collector:
         return actions, dist.log_prob(actions), value
 
     def collect(self) -> Batch:
+        self.step = 0
         return self.rollout.collect(self.policy_step)
 
     def state(self) -> dict | None:
@@ -272,8 +285,11 @@ class OnPolicyParts:
 
 
 def make_model(model_obs_space, action_space, c, critic: bool = True) -> ActorCritic:
+    if getattr(c, "use_sde", False) and not isinstance(action_space, gym_spaces.Box):
+        raise UsageError(f"use_sde needs a continuous (Box) action space; this env's is {action_space}")
     return ActorCritic(model_obs_space, action_space, hidden=c.hidden, activation=c.activation, shared=c.shared,
-                       log_std_init=c.log_std_init, critic=critic, cnn=c.cnn)
+                       log_std_init=c.log_std_init, critic=critic, cnn=c.cnn, sde=getattr(c, "use_sde", False),
+                       sde_sample_freq=getattr(c, "sde_sample_freq", -1), ortho_init=getattr(c, "ortho_init", True))
 
 
 def build_parts(env_id: str, env_kwargs: dict, c, *, seed: int, device: str, critic: bool = True,

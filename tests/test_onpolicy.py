@@ -200,3 +200,69 @@ def test_env_state_refuses_a_reference_cycle():
     a.other, b.other = b, a
     with pytest.raises(NotPlainData, match="cycle"):
         env_state(a)
+
+
+def test_gsde_noise_is_the_features_times_a_held_matrix_with_the_variance_log_probs_use():
+    """gSDE: a sample is mean + f @ W with W held until the next draw, and the Normal that gives
+    log-probs and entropy has the noise's own variance, sum_j f_j^2 std_jk^2 (checked by sampling)."""
+    from gymnasium import spaces
+
+    from rlkit.networks import ActionHead
+
+    torch.manual_seed(0)
+    head = ActionHead(spaces.Box(-1, 1, (2,)), in_dim=3, log_std_init=0.0, sde=True)
+    with torch.no_grad():
+        head.log_std.copy_(torch.tensor([[-1.0, 0.0], [0.5, -2.0], [0.0, 0.3]]))
+    features = torch.tensor([[0.5, -1.0, 2.0], [1.0, 0.0, -0.5]])
+    head.reset_noise(2)
+    dist = head(features)
+    first, again = dist.sample(), head(features).sample()
+    assert torch.equal(first, again)  # held between draws
+    mean = dist.mode()
+    want = mean + torch.einsum("nj,njk->nk", features, head.exploration)
+    torch.testing.assert_close(first, want)
+    head.reset_noise(2)
+    assert not torch.equal(head(features).sample(), first)
+
+    draws = []
+    for _ in range(20000):
+        head.reset_noise(2)
+        draws.append(head(features).sample())
+    noise = torch.stack(draws) - mean
+    torch.testing.assert_close(noise.var(0), dist.dists[0].variance, rtol=0.05, atol=1e-3)
+    torch.testing.assert_close(noise.mean(0), torch.zeros(2, 2), rtol=0, atol=0.05)
+    assert dist.log_prob(first).shape == (2,)
+
+
+@pytest.mark.parametrize("freq, draws_per_rollout", [(-1, 1), (3, 3)])
+def test_collector_draws_gsde_noise_per_rollout_and_every_sample_freq_steps(freq, draws_per_rollout):
+    """SB3's schedule: new matrices at the start of each rollout and every sde_sample_freq steps;
+    between draws each env copy's noise is its features times its own matrix."""
+    agent = PPO("Pendulum-v1", _cfg(PPO, use_sde=True, sde_sample_freq=freq, log_std_init=-1.0), seed=0, device="cpu")
+    head = agent.model.head
+    draws, draw = [], head.reset_noise
+
+    def counting(copies):
+        draws.append(copies)
+        draw(copies)
+
+    head.reset_noise = counting
+    try:
+        for rollout in (1, 2):
+            batch = agent.parts.collector.collect()
+            assert draws == [2] * draws_per_rollout * rollout
+        if freq == -1:  # one matrix per copy for the whole second rollout
+            with torch.no_grad():
+                features = agent.model.actor_torso(batch.obs.flatten(0, 1)).unflatten(0, (8, 2))
+                mean = head.mean(features)
+            want = mean + torch.einsum("tnj,njk->tnk", features, head.exploration)
+            torch.testing.assert_close(batch.actions, want)
+    finally:
+        agent.close()
+
+
+def test_use_sde_on_a_discrete_action_space_is_a_usage_error():
+    from rlkit.errors import UsageError
+
+    with pytest.raises(UsageError, match="use_sde needs a continuous"):
+        PPO("CartPole-v1", _cfg(PPO, use_sde=True), seed=0, device="cpu")
