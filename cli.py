@@ -101,6 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--ray-address", default=None,
                    help="join a running Ray cluster: 'auto' (started here with `ray start --head`) or host:port")
     t.add_argument("--config", default=None, help="YAML file of hyperparameters (flat, or keyed by env id)")
+    t.add_argument("--untuned", action="store_true", default=None,
+                   help="use only the `default` entry of agents/hyperparams/<algo>.yaml, not the env's tuned one")
     t.add_argument("--set", nargs="+", action="extend", default=None, metavar="KEY=VALUE",
                    help="override one hyperparameter, e.g. --set learning_rate=3e-4 n_epochs=4")
     where = t.add_mutually_exclusive_group()

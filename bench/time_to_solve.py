@@ -13,10 +13,11 @@ Tuning used seeds 0-4 for rlkit's CartPole-v1 PPO and Actor-Critic, 0-9 for REIN
 0-2 elsewhere (each agents/hyperparams/*.yaml entry says which); the SB3 rows use the RL Zoo's
 published hyperparameters, not tuned here. Tune on seeds below 20 and report on these.
 
-Rows: ALGO, or ALGO@CONFIG to pass a --config file. On CartPole-v1 the default rows are ppo,
-sb3-ppo (RL Zoo hyperparameters) and sb3-ppo@bench/sb3_ppo_rlkit_cartpole.yaml, labelled
-"sb3-ppo (rlkit hp)" (SB3 with rlkit's own hyperparameters), so the table separates what the
-implementation buys from what the hyperparameters buy.
+Rows: ALGO, ALGO@CONFIG to pass a --config file, or ALGO@untuned to train with the default entry of
+agents/hyperparams/ALGO.yaml alone (`train --untuned`: how the defaults do where nothing was
+tuned). On CartPole-v1 the default rows are ppo, sb3-ppo (RL Zoo hyperparameters) and
+sb3-ppo@bench/sb3_ppo_rlkit_cartpole.yaml, labelled "sb3-ppo (rlkit hp)" (SB3 with rlkit's own
+hyperparameters), so the table separates what the implementation buys from what the hyperparameters buy.
 
 Order: every row runs once per seed before the next seed, starting one row later each seed, so
 machine noise hits all rows alike and no row always runs first. SB3 runs with one torch thread
@@ -53,13 +54,16 @@ HELD_OUT_SEEDS = list(range(20, 30))
 # Short names of the config files in bench/, for the table.
 CONFIG_LABELS = {"sb3_ppo_rlkit_cartpole": "rlkit hp", "a3c_one_worker": "1 worker"}
 BASELINE_PREFIXES = ("sb3-", "rllib-")
+UNTUNED = "untuned"  # ALGO@untuned: `train --untuned`, the yaml's default entry without the env's own
 
 
-def parse_spec(spec: str) -> tuple[str, Path | None, str]:
-    """'ALGO' or 'ALGO@CONFIG' -> (algo, config file or None, label)."""
+def parse_spec(spec: str) -> tuple[str, Path | str | None, str]:
+    """'ALGO', 'ALGO@CONFIG' or 'ALGO@untuned' -> (algo, config file, UNTUNED or None, label)."""
     algo, sep, config = spec.partition("@")
     if not sep:
         return algo, None, algo
+    if config == UNTUNED:
+        return algo, UNTUNED, f"{algo} (untuned)"
     path = Path(config)
     if not path.is_absolute():
         path = (ROOT / path) if (ROOT / path).is_file() else path.resolve()
@@ -83,7 +87,7 @@ def ratio_of_medians(a, b, n_boot: int = 10_000, seed: int = 0) -> tuple[float, 
 
 
 def run_one(algo: str, config: Path | None, label: str, seed: int, args) -> dict:
-    slug = algo if config is None else f"{algo}-{config.stem}"
+    slug = algo if config is None else f"{algo}-{UNTUNED if config == UNTUNED else config.stem}"
     run_dir = Path(args.runs_root) / args.env.replace("/", "-") / f"{slug}__s{seed}__bench{args.tag}"
     if run_dir.exists():
         shutil.rmtree(run_dir)
@@ -91,7 +95,9 @@ def run_one(algo: str, config: Path | None, label: str, seed: int, args) -> dict
            "--stop-at-return", str(args.threshold), "--eval-every", str(args.eval_every),
            "--eval-episodes", str(args.eval_episodes), "--final-eval-episodes", str(args.final_eval_episodes),
            "--run-dir", str(run_dir.resolve()), "--no-progress"]
-    if config is not None:
+    if config == UNTUNED:
+        cmd += ["--untuned"]
+    elif config is not None:
         cmd += ["--config", str(config)]
     if args.steps:
         cmd += ["--steps", str(args.steps)]
@@ -181,7 +187,7 @@ def main() -> None:
         args.threshold = THRESHOLDS[args.env]
     specs = [parse_spec(s) for s in (args.algos or DEFAULT_ALGOS.get(args.env, ["ppo", "sb3-ppo"]))]
     for _, config, label in specs:
-        if config is not None and not config.is_file():
+        if config not in (None, UNTUNED) and not config.is_file():
             p.error(f"config file {config} of row '{label}' does not exist")
     labels = [label for _, _, label in specs]
     if len(set(labels)) != len(labels):

@@ -186,7 +186,7 @@ NEW_RUN_ONLY = (("algo", "--algo"), ("env", "--env"), ("seed", "--seed"), ("n_en
                 ("config", "--config"), ("set", "--set"), ("runs_root", "--runs-root"), ("run_dir", "--run-dir"),
                 ("eval_every", "--eval-every"), ("eval_episodes", "--eval-episodes"),
                 ("stop_at_return", "--stop-at-return"), ("final_eval_episodes", "--final-eval-episodes"),
-                ("checkpoint_every", "--checkpoint-every"))
+                ("checkpoint_every", "--checkpoint-every"), ("untuned", "--untuned"))
 
 
 def _given(args, dest):
@@ -232,7 +232,8 @@ def _train_new(args, seed: int, progress: bool, quiet: bool) -> Path:
         run_dir=Path(run_dir) if run_dir else None, eval_every=default(args.eval_every, 10_000),
         eval_episodes=default(args.eval_episodes, 10), stop_at_return=args.stop_at_return,
         checkpoint_every=args.checkpoint_every, final_eval_episodes=default(args.final_eval_episodes, 100),
-        progress=progress, quiet=quiet, command=getattr(args, "argv", None))
+        progress=progress, quiet=quiet, command=getattr(args, "argv", None),
+        untuned=bool(getattr(args, "untuned", False)))
 
 
 def _train_seeds(args, progress: bool, quiet: bool) -> int:

@@ -48,14 +48,16 @@ def read_yaml(path: Path) -> Any:
         raise UsageError(f"config file {path} cannot be read: {exc}") from None
 
 
-def yaml_entry(algo: str, env_id: str) -> dict:
-    """The `default` entry of agents/hyperparams/<algo>.yaml, updated by the env's own entry."""
+def yaml_entry(algo: str, env_id: str, untuned: bool = False) -> dict:
+    """The `default` entry of agents/hyperparams/<algo>.yaml, updated by the env's own entry
+    (not with ``untuned``: how the default alone does on an env, `rlkit train --untuned`)."""
     path = HYPERPARAMS_DIR / f"{algo}.yaml"
     if not path.is_file():
         return {}
     table = read_yaml(path) or {}
     entry = dict(table.get("default") or {})
-    entry.update(table.get(env_id) or {})
+    if not untuned:
+        entry.update(table.get(env_id) or {})
     return entry
 
 
@@ -230,9 +232,9 @@ def config_file_entry(config_file: Path, env_id: str) -> dict:
 
 
 def resolve(config_cls, algo: str, env_id: str, config_file: Path | None = None,
-            sets: dict | None = None) -> tuple[Any, dict]:
+            sets: dict | None = None, untuned: bool = False) -> tuple[Any, dict]:
     """Build the Config and the env kwargs. Returns (config instance, env_kwargs)."""
-    layers = [("hyperparams", yaml_entry(algo, env_id))]
+    layers = [("hyperparams", yaml_entry(algo, env_id, untuned))]
     if config_file is not None:
         layers.append(("config file", config_file_entry(config_file, env_id)))
     layers.append(("--set", sets or {}))

@@ -359,7 +359,7 @@ def train(algo: str, env_id: str, *, steps: int | None = None, seed: int = 0, n_
           run_dir: Path | None = None, eval_every: int = 10_000, eval_episodes: int = 10,
           stop_at_return: float | None = None, checkpoint_every: int | None = None,
           final_eval_episodes: int = 100, progress: bool = True, quiet: bool = False,
-          command: list[str] | None = None) -> Path:
+          command: list[str] | None = None, untuned: bool = False) -> Path:
     """Train a fresh run. Everything is validated before the run directory is created.
 
     ``quiet``: no progress bar and no evaluation lines. ``command``: the CLI arguments, recorded in
@@ -376,7 +376,7 @@ def train(algo: str, env_id: str, *, steps: int | None = None, seed: int = 0, n_
     sets = dict(sets or {})
     if n_envs is not None:
         sets["n_envs"] = n_envs
-    cfg, env_kwargs = configlib.resolve(cls.Config, algo, env_id, config_file, sets)
+    cfg, env_kwargs = configlib.resolve(cls.Config, algo, env_id, config_file, sets, untuned)
     if steps is None:
         steps = int(getattr(cfg, "n_timesteps", 0) or 100_000)
     if backend not in ("local", "ray"):

@@ -140,6 +140,7 @@ BAD_TRAIN = [
     (["--algo", "ppo", "--env", "CartPole-v1", "--config", "list.yaml"], ["list.yaml", "mapping"]),
     (["--algo", "ppo", "--env", "CartPole-v1", "--device", "tpu"], ["tpu"]),
     (["--resume", "no/such/run"], ["no/such/run"]),
+    (["--algo", "ppo", "--env", "CartPole-v1", "--set", "use_sde=true"], ["use_sde", "continuous", "Discrete"]),
 ]
 
 
@@ -274,3 +275,21 @@ def test_killed_and_resumed_run_ends_with_the_uninterrupted_parameters(tmp_path)
     b, _ = load_checkpoint(whole / "checkpoints" / "step_16384.pt")
     for name, tensor in b["model"].items():
         assert torch.equal(a["model"][name], tensor), name
+
+
+def test_untuned_trains_with_the_default_entry_alone(rlkit_cli, tmp_path):
+    """`--untuned` drops the env's own entry of agents/hyperparams/<algo>.yaml, and only that; it
+    sets up a new run, so --resume refuses it."""
+    from rlkit.config import read_yaml
+
+    table = read_yaml(ROOT / "agents" / "hyperparams" / "ppo.yaml")
+    assert table["CartPole-v1"]["n_steps"] != table["default"]["n_steps"]  # the check below can fail
+    for flags, want in (([], table["CartPole-v1"]), (["--untuned"], table["default"])):
+        run_dir = tmp_path / ("untuned" if flags else "tuned")
+        rlkit_cli("train", "--algo", "ppo", "--env", "CartPole-v1", "--steps", "512", "--eval-every", "512",
+                  "--eval-episodes", "1", "--final-eval-episodes", "1", "--set", "n_epochs=1",
+                  "--run-dir", run_dir, "--no-progress", *flags, check=True)
+        used = yaml.safe_load((run_dir / "config.yaml").read_text())["hyperparams"]
+        assert used["n_steps"] == want["n_steps"] and used["learning_rate"] == want["learning_rate"]
+        assert used["n_epochs"] == 1  # --set still applies on top
+    _one_line_error(rlkit_cli("train", "--resume", tmp_path / "untuned", "--untuned"), "--untuned")
