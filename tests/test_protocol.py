@@ -188,3 +188,4 @@ def test_bench_algo_specs():
     algo, config, label = bench.parse_spec("sb3-ppo@bench/sb3_ppo_rlkit_cartpole.yaml")
     assert (algo, config.name, label) == ("sb3-ppo", "sb3_ppo_rlkit_cartpole.yaml", "sb3-ppo (rlkit hp)")
     assert config.is_file()
+    assert bench.parse_spec("ppo@untuned") == ("ppo", bench.UNTUNED, "ppo (untuned)")
