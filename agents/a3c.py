@@ -21,9 +21,11 @@ Backends (docs/architecture.md §8):
 - ``local``: Hogwild. θ and the optimizer's statistics (shared RMSProp, as in the paper, or
   shared Adam) live in shared memory; workers are spawn processes (rlkit.workers), one torch
   thread each, with a shared step counter. The learner process evaluates, logs and checkpoints
-  while they run, so A3C follows the same training protocol as every other agent.
+  while they run, so A3C follows the same training protocol as every other agent. With
+  ``norm_obs`` / ``norm_reward`` the running statistics are shared the same way (SharedRMS).
 - ``ray``: each worker is a Ray actor with its own model copy that sends its gradient; the
-  learner applies each gradient as it arrives and sends the new θ back to that worker only.
+  learner applies each gradient as it arrives and sends the new θ back to that worker only
+  (without normalisation: the statistics are shared through one machine's memory).
 
 A worker zeroes its local gradients (``set_to_none``) before every backward pass and hands the
 optimizer this update's gradient tensors: a worker that reuses a ``.grad`` it attached once
@@ -67,7 +69,7 @@ class Config:
     ent_coef: float = 0.01
     vf_coef: float = 0.5
     max_grad_norm: float | None = 0.5
-    norm_obs: bool = False            # not supported: workers would need shared running statistics
+    norm_obs: bool = False            # the workers share one set of statistics (rlkit.normalization.SharedRMS)
     norm_reward: bool = False
     objective: str = "discounted"     # or "average" for continuing tasks
     avg_reward_lr: float = 0.05
@@ -88,8 +90,6 @@ class Config:
         if self.workers < 0:
             raise ValueError(f"workers must be >= 0 (0 = one per core), got {self.workers}")
         check_optimizer_options(self)
-        if self.norm_obs or self.norm_reward:
-            raise ValueError("a3c does not support norm_obs / norm_reward (its workers keep no shared statistics)")
 
 
 def optimizer_state(optimizer: torch.optim.Optimizer) -> list[dict]:
@@ -138,7 +138,7 @@ class A3CWorker:
     """
 
     def __init__(self, rank: int, env_factory, config: Config, seed: int, model, opt_state=None,
-                 steps=None, stop=None, events=None):
+                 steps=None, stop=None, events=None, normalizers: Normalizers | None = None):
         torch.set_num_threads(config.torch_threads)
         seed_everything(seed + rank)  # each worker samples its own actions
         # steps: one lock-free slot per worker (the global count is their sum); stop: a shared flag.
@@ -146,8 +146,10 @@ class A3CWorker:
         self.rank, self.config, self.steps, self.stop, self.events = rank, config, steps, stop, events
         self.shared = model
         self.local = copy.deepcopy(model)  # θ': private, never in shared memory
-        self.collector = Collector(env_factory, self.local, Normalizers(env_factory.spaces()[1], norm_obs=False,
-                                   norm_reward=False, gamma=config.gamma),
+        # Local backend: the learner's statistics, in shared memory, updated by every worker's envs.
+        normalizers = normalizers or Normalizers(env_factory.spaces()[1], norm_obs=False, norm_reward=False,
+                                                 gamma=config.gamma)
+        self.collector = Collector(env_factory, self.local, normalizers,
                                    n_envs=config.n_envs, n_steps=config.n_steps, seed=seed, rank=rank)
         self.optimizer = None
         if opt_state is not None:  # Hogwild: a local optimizer object over θ, its statistics shared
@@ -214,6 +216,7 @@ class A3C:
             raise UsageError(f"--device {device}: a3c's workers share a model in CPU memory; use --device cpu")
         setup_agent(self, env_id, config, seed=seed, device="cpu", env_kwargs=env_kwargs, logger=logger,
                     run_dir=run_dir, seed_globals=seed_globals, collector=False)
+        self.parts.normalizers.share_memory()  # norm_obs / norm_reward: one set for every worker
         self.optimizer = make_optimizer(self.model.parameters(), config)
         self.avg_reward = None  # each worker keeps its own ρ̄ (objective: average)
         self.set_backend(backend, workers, ray_address)
@@ -240,7 +243,7 @@ class A3C:
         stop, events = ctx.RawValue("b", 0), ctx.Queue()
         self.model.share_memory()
         args = (self.parts.env_factory, self.config, self.seed, self.model, optimizer_state(self.optimizer),
-                steps, stop, events)
+                steps, stop, events, self.parts.normalizers)
         with WorkerGroup(A3CWorker, args, n_workers=self.n_workers, backend="local", in_process=False) as group:
             self.worker_pids = group.broadcast("pid")
             for rank in range(self.n_workers):
@@ -355,6 +358,9 @@ class A3C:
     # --- the agent protocol --------------------------------------------------------------
     def set_backend(self, backend: str = "local", workers: int | None = None, ray_address: str | None = None) -> None:
         """Hogwild processes (local) or Ray actors; a resumed run calls it with its config.yaml's settings."""
+        if backend == "ray" and (self.config.norm_obs or self.config.norm_reward):
+            raise UsageError("a3c's norm_obs / norm_reward need the local backend: its workers share the "
+                             "statistics in this machine's memory")
         self.backend, self.ray_address = backend, ray_address
         self.n_workers = int(workers or self.config.workers or os.cpu_count() or 1)
         self.worker_steps = [0] * self.n_workers

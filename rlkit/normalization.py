@@ -7,6 +7,9 @@ collector updates the learner's statistics directly, and a remote worker (docs/a
 workers) receives them with the weights as plain data (``state()`` / ``load_state()``).
 ``predict`` uses the frozen statistics (``normalize_obs``), never updating them.
 
+A3C's Hogwild workers (agents/a3c.py) share the learner's statistics instead: ``share_memory()``
+moves them into shared memory (``SharedRMS``), and every worker's wrappers update them in place.
+
 A remote worker's ``Normalizers`` is built with ``record=True``: besides updating its copy of the
 learner's statistics as the local ones do, it keeps the exact moments of what it saw since the
 last ``take_updates()``, and the learner folds every worker's moments into its own statistics
@@ -59,6 +62,27 @@ class RecordingRMS(RunningMeanStd):
         return {"mean": new.mean, "var": new.var, "count": float(new.count)} if new.count > 0 else None
 
 
+class SharedRMS(RunningMeanStd):
+    """``RunningMeanStd`` whose moments are torch tensors in shared memory: Hogwild workers update
+    one set of statistics as they update one set of weights, lock-free (two workers updating at
+    once can lose one batch's update; the statistics stay a valid mean and variance). Pickled to a
+    spawned process, the tensors keep pointing at the same memory."""
+
+    def __init__(self, epsilon=1e-4, shape=(), dtype=np.float64):
+        self.moments = {"mean": torch.from_numpy(np.zeros(shape, dtype)).share_memory_(),
+                        "var": torch.from_numpy(np.ones(shape, dtype)).share_memory_(),
+                        "count": torch.tensor(float(epsilon), dtype=torch.float64).share_memory_()}
+
+    def _get(name):
+        return property(lambda self: self.moments[name].numpy(),
+                        lambda self, value: self.moments[name].copy_(torch.as_tensor(np.asarray(value))))
+
+    # RunningMeanStd.update_from_moments assigns these three: the setters copy into shared memory.
+    mean, var = _get("mean"), _get("var")
+    count = property(lambda self: float(self.moments["count"]),
+                     lambda self, value: self.moments["count"].fill_(float(value)))
+
+
 class KeepEnvReward(gym.vector.VectorWrapper):
     """Puts the env's own rewards in ``infos["env_reward"]`` before NormalizeReward rescales them,
     so the logged reward rate stays in the env's units."""
@@ -99,6 +123,15 @@ class Normalizers:
         if self.return_rms is not None:
             out["return_rms"] = rms_state(self.return_rms)
         return out
+
+    def share_memory(self) -> Normalizers:
+        """Move the statistics into shared memory (``SharedRMS``, same values) for Hogwild workers,
+        before any env is wrapped with them; returns self."""
+        for name, rms in self._named():
+            shared = SharedRMS(shape=np.shape(rms.mean), dtype=np.asarray(rms.mean).dtype)
+            shared.mean, shared.var, shared.count = rms.mean, rms.var, rms.count
+            setattr(self, name, shared)
+        return self
 
     def _named(self):
         return [(name, rms) for name, rms in (("obs_rms", self.obs_rms), ("return_rms", self.return_rms))

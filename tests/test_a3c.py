@@ -75,6 +75,36 @@ def test_two_local_workers_both_collect():
         agent.close()
 
 
+def test_local_workers_update_the_learners_shared_normalisation_and_a_checkpoint_keeps_it(tmp_path):
+    """norm_obs / norm_reward: every worker's envs update the learner's one set of statistics (in
+    shared memory), which predict uses and a checkpoint restores."""
+    agent = A3C(ENV, _cfg(norm_obs=True, norm_reward=True), seed=0, device="cpu", workers=2)
+    try:
+        obs_rms, return_rms = agent.parts.normalizers.obs_rms, agent.parts.normalizers.return_rms
+        agent.learn(2048)
+        assert all(steps > 0 for steps in agent.worker_steps), agent.worker_steps
+        # every env step of both workers went into the statistics (Hogwild may lose a rare update)
+        assert 0.9 * agent.num_timesteps <= obs_rms.count <= agent.num_timesteps + 1
+        assert 0.9 * agent.num_timesteps <= return_rms.count <= agent.num_timesteps + 1
+        assert obs_rms.var.min() < 0.5  # CartPole's velocities are far from the initial variance 1
+        agent.save(tmp_path / "a3c.pt")
+        loaded = A3C.load(tmp_path / "a3c.pt")
+        try:
+            got = loaded.parts.normalizers.obs_rms
+            assert got.count == obs_rms.count and (got.mean == obs_rms.mean).all()
+        finally:
+            loaded.close()
+    finally:
+        agent.close()
+
+
+def test_normalisation_on_the_ray_backend_is_a_usage_error():
+    from rlkit.errors import UsageError
+
+    with pytest.raises(UsageError, match="local backend"):
+        A3C(ENV, _cfg(norm_obs=True), seed=0, device="cpu", backend="ray")
+
+
 def test_a_killed_worker_does_not_stop_training():
     agent = A3C(ENV, _cfg(), seed=0, device="cpu", workers=2)
 
