@@ -122,7 +122,9 @@ class ActionHead(nn.Module):
         self.space = action_space
         self.sde, self.sde_sample_freq = sde, sde_sample_freq
         if sde and not isinstance(action_space, spaces.Box):
-            raise ValueError(f"use_sde needs a continuous (Box) action space, got {action_space}")
+            from rlkit.errors import UsageError
+
+            raise UsageError(f"use_sde needs a continuous (Box) action space; this env's is {action_space}")
         self.exploration: torch.Tensor | None = None  # gSDE: (copies, in_dim, dim) matrices W
         if isinstance(action_space, spaces.Discrete):
             self.logits = init_layer(nn.Linear(in_dim, int(action_space.n)), gain=0.01)

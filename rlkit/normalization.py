@@ -81,6 +81,7 @@ class SharedRMS(RunningMeanStd):
     mean, var = _get("mean"), _get("var")
     count = property(lambda self: float(self.moments["count"]),
                      lambda self, value: self.moments["count"].fill_(float(value)))
+    del _get
 
 
 class KeepEnvReward(gym.vector.VectorWrapper):

@@ -24,7 +24,6 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 import torch
-from gymnasium import spaces as gym_spaces
 
 from rlkit.checkpoint import agent_meta, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from rlkit.environments import EnvFactory, NotPlainData, env_state, load_env_state, seed_everything
@@ -285,8 +284,6 @@ class OnPolicyParts:
 
 
 def make_model(model_obs_space, action_space, c, critic: bool = True) -> ActorCritic:
-    if getattr(c, "use_sde", False) and not isinstance(action_space, gym_spaces.Box):
-        raise UsageError(f"use_sde needs a continuous (Box) action space; this env's is {action_space}")
     return ActorCritic(model_obs_space, action_space, hidden=c.hidden, activation=c.activation, shared=c.shared,
                        log_std_init=c.log_std_init, critic=critic, cnn=c.cnn, sde=getattr(c, "use_sde", False),
                        sde_sample_freq=getattr(c, "sde_sample_freq", -1), ortho_init=getattr(c, "ortho_init", True))
