@@ -71,6 +71,7 @@ class Config:
     max_grad_norm: float | None = 0.5
     norm_obs: bool = False            # the workers share one set of statistics (rlkit.normalization.SharedRMS)
     norm_reward: bool = False
+    norm_clip: float | None = None   # clip normalised obs and rewards to ±norm_clip (SB3: 10)
     objective: str = "discounted"     # or "average" for continuing tasks
     avg_reward_lr: float = 0.05
     hidden: list[int] = field(default_factory=lambda: [64, 64])

@@ -48,6 +48,7 @@ class Config:
     max_grad_norm: float | None = 0.5
     norm_obs: bool = False
     norm_reward: bool = False
+    norm_clip: float | None = None   # clip normalised obs and rewards to ±norm_clip (SB3: 10)
     hidden: list[int] = field(default_factory=lambda: [64, 64])
     activation: str = "tanh"
     shared: bool | None = None        # one torso for actor and critic; None: shared for CNNs only

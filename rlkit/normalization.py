@@ -22,7 +22,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 from gymnasium.wrappers.utils import RunningMeanStd
-from gymnasium.wrappers.vector import NormalizeObservation, NormalizeReward
+from gymnasium.wrappers.vector import ClipReward, NormalizeObservation, NormalizeReward, TransformObservation
 
 EPSILON = 1e-8  # the wrappers' default, used the same way by normalize()
 
@@ -96,10 +96,17 @@ class KeepEnvReward(gym.vector.VectorWrapper):
 
 class Normalizers:
     """The learner's observation statistics (``norm_obs``) and discounted-return statistics
-    (``norm_reward``, scaled with ``gamma`` as in SB3's VecNormalize); either may be off (None)."""
+    (``norm_reward``, scaled with ``gamma`` as in SB3's VecNormalize); either may be off (None).
 
-    def __init__(self, obs_space, *, norm_obs: bool, norm_reward: bool, gamma: float, record: bool = False):
-        self.gamma = gamma
+    ``clip``: the normalised observations and rewards are clipped to [-clip, clip], as SB3's
+    VecNormalize does (its clip_obs and clip_reward, both 10 by default); None leaves them as
+    Gymnasium's wrappers give them. Without it, the first goal reward of a sparse task divided by a
+    return std that only saw small costs can be a thousand times larger than anything before it.
+    """
+
+    def __init__(self, obs_space, *, norm_obs: bool, norm_reward: bool, gamma: float, clip: float | None = None,
+                 record: bool = False):
+        self.gamma, self.clip = gamma, clip
         rms = RecordingRMS if record else RunningMeanStd
         self.obs_rms = rms(shape=obs_space.shape, dtype=obs_space.dtype) if norm_obs else None
         self.return_rms = rms(shape=()) if norm_reward else None
@@ -109,13 +116,23 @@ class Normalizers:
         if self.obs_rms is not None:
             venv = NormalizeObservation(venv)
             venv.obs_rms = self.obs_rms
+            if self.clip is not None:
+                venv = TransformObservation(venv, self._clip_obs)
         if self.return_rms is not None:
             venv = NormalizeReward(KeepEnvReward(venv), gamma=self.gamma)
             venv.return_rms = self.return_rms
+            if self.clip is not None:
+                venv = ClipReward(venv, -self.clip, self.clip)
         return venv
 
+    def _clip_obs(self, obs: np.ndarray) -> np.ndarray:
+        return np.clip(obs, -self.clip, self.clip)
+
     def normalize_obs(self, obs: np.ndarray) -> np.ndarray:
-        return obs if self.obs_rms is None else normalize(obs, self.obs_rms)
+        if self.obs_rms is None:
+            return obs
+        obs = normalize(obs, self.obs_rms)
+        return obs if self.clip is None else self._clip_obs(obs)
 
     def state(self) -> dict:
         out = {}

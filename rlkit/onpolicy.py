@@ -79,6 +79,9 @@ def check_common_options(c) -> None:
         raise ValueError(f"log_std_init must lie in [-20, 20], got {c.log_std_init}")
     if getattr(c, "sde_sample_freq", -1) < -1:
         raise ValueError(f"sde_sample_freq must be -1 (once per rollout) or >= 0, got {c.sde_sample_freq}")
+    clip = getattr(c, "norm_clip", None)
+    if clip is not None and not (math.isfinite(clip) and clip > 0):
+        raise ValueError(f"norm_clip must be a finite number > 0 or null, got {clip}")
     avg_lr = getattr(c, "avg_reward_lr", None)
     if avg_lr is not None and not 0 < avg_lr <= 1:
         raise ValueError(f"avg_reward_lr must lie in (0, 1], got {avg_lr}")
@@ -231,7 +234,7 @@ class ParallelCollector:
                       file=sys.stderr)
         worker_normalizers = Normalizers(parts.env_factory.spaces()[1], norm_obs=parts.normalizers.obs_rms is not None,
                                          norm_reward=parts.normalizers.return_rms is not None,
-                                         gamma=parts.normalizers.gamma, record=True)
+                                         gamma=parts.normalizers.gamma, clip=parts.normalizers.clip, record=True)
         kwargs = dict(n_envs=c.n_envs // n_workers, n_steps=c.n_steps, seed=seed)
         critic = parts.model.value is not None
         self.group = WorkerGroup(RolloutWorker, (parts.env_factory, c, critic, worker_normalizers), kwargs,
@@ -306,7 +309,8 @@ def build_parts(env_id: str, env_kwargs: dict, c, *, seed: int, device: str, cri
     obs_space, model_obs_space, action_space = factory.spaces()
     # Pixels are scaled to [0, 1] by the CNN instead of normalised.
     norm_obs = c.norm_obs and not is_image_space(model_obs_space)
-    normalizers = Normalizers(model_obs_space, norm_obs=norm_obs, norm_reward=c.norm_reward, gamma=c.gamma)
+    normalizers = Normalizers(model_obs_space, norm_obs=norm_obs, norm_reward=c.norm_reward, gamma=c.gamma,
+                              clip=c.norm_clip)
     device = resolve_device(device, model_obs_space)
     # A loaded agent's weights come from its checkpoint: its throwaway initial ones are drawn from a
     # forked RNG, so loading leaves the process's random stream where it was.

@@ -141,6 +141,7 @@ BAD_TRAIN = [
     (["--algo", "ppo", "--env", "CartPole-v1", "--device", "tpu"], ["tpu"]),
     (["--resume", "no/such/run"], ["no/such/run"]),
     (["--algo", "ppo", "--env", "CartPole-v1", "--set", "use_sde=true"], ["use_sde", "continuous", "Discrete"]),
+    (["--algo", "actor-critic", "--env", "CartPole-v1", "--set", "norm_clip=0"], ["norm_clip", "> 0"]),
 ]
 
 

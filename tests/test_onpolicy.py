@@ -103,6 +103,27 @@ def test_reward_rate_in_env_units_under_norm_reward():
         agent.close()
 
 
+def test_norm_clip_bounds_normalised_observations_and_rewards_as_vecnormalize_does():
+    """norm_clip c: what the loss sees (and what predict feeds the policy) lies in [-c, c]; without
+    it the same collection goes beyond. The logged rewards stay in env units."""
+    clip = 0.5
+    seen = {}
+    for norm_clip in (None, clip):
+        agent = PPO("CartPole-v1", _cfg(PPO, n_steps=32, norm_obs=True, norm_reward=True, norm_clip=norm_clip),
+                    seed=0, device="cpu")
+        try:
+            b = agent.parts.collector.collect()
+            seen[norm_clip] = (b.obs[b.valid].abs().max().item(), b.rewards[b.valid].abs().max().item())
+            assert torch.equal(b.env_rewards[b.valid], torch.ones(int(b.valid.sum())))
+            far = np.full((1, 4), 1e3, dtype=np.float32)
+            predicted = np.abs(agent.parts.normalizers.normalize_obs(far)).max()
+            assert predicted == clip if norm_clip else predicted > 100
+        finally:
+            agent.close()
+    assert seen[clip] == (clip, clip)
+    assert min(seen[None]) > clip
+
+
 def test_learning_rate_decays_to_zero_at_the_runs_own_budget():
     """anneal_lr decays over learn()'s total (the CLI's --steps), not the config's n_timesteps."""
     cfg = _cfg(PPO, n_steps=16, batch_size=32, n_epochs=1, anneal_lr=True, n_timesteps=10**6)
