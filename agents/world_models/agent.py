@@ -372,7 +372,7 @@ class WorldModels:
         cfg.z_dim, cfg.vae_channels = int(vae["z_dim"]), int(vae["channels"])
         cfg.vae_norm, cfg.vae_blur, cfg.vae_encoder = vae["norm"], float(vae["blur"]), vae["encoder"]
         cfg.mdrnn_hidden, cfg.mdrnn_gaussians = int(meta["mdrnn"]["hidden"]), int(meta["mdrnn"]["gaussians"])
-        cfg.mdrnn_mixture = meta["mdrnn"].get("mixture", "per_dim")
+        cfg.mdrnn_mixture = meta["mdrnn"].get("mixture", art.DEFAULTS["mixture"])
         agent = cls(meta["env_id"], cfg, seed=int(meta.get("seed", 0)), device=device,
                     backend=meta.get("backend", "local"), workers=meta.get("workers"),
                     env_kwargs=meta.get("env_kwargs"))

@@ -87,7 +87,7 @@ def load_mdrnn(path: Path, device="cpu", expect: dict | None = None, consumer: s
 def build_mdrnn(sizes: dict, state_dict: dict, device="cpu") -> MDNRNN:
     """M rebuilt from its recorded sizes (MDNRNN.sizes()) and weights, in eval mode."""
     mdrnn = MDNRNN(int(sizes["z_dim"]), int(sizes["action_dim"]), int(sizes["hidden"]), int(sizes["gaussians"]),
-                   sizes.get("mixture", "per_dim"))
+                   sizes.get("mixture", DEFAULTS["mixture"]))
     mdrnn.load_state_dict(state_dict)
     return mdrnn.to(device).eval()
 
