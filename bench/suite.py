@@ -31,8 +31,11 @@ counterpart's (ratio of medians, paired by seed, 95% bootstrap interval).
 
 Resume: each finished run is appended as one JSON line to --results (bench/results/suite.jsonl,
 tracked, so a suite can span sessions and machines); a rerun skips every (algo, env, seed,
-budget, hyperparameters' fingerprint) already there, and a run that was interrupted is deleted
-and started again from scratch. It takes many hours: run it in the background.
+budget, hyperparameters' fingerprint) already there, and a run that was interrupted goes on from
+its last checkpoint (`cli train --resume`; run directories are named by that key, so an edited
+entry starts afresh; results say `"resumed": true`). Its wall time is then the training time up to
+that checkpoint plus the rest: the steps after it are trained once, the restart is not counted. It
+takes many hours: run it in the background; a 5M-step SB3 A2C run alone takes over two hours here.
 
     python bench/suite.py                          # the whole suite, seeds 20 21 22
     python bench/suite.py --algos ppo sb3-ppo --envs Acrobot-v1 LunarLander-v3
@@ -223,8 +226,9 @@ def first_reach(evals, score: float) -> tuple[int, float] | None:
 
 
 def run_dir_of(job: dict, runs_root: Path) -> Path:
+    """One directory per resume key: an edited entry (a new fingerprint) never resumes an old run."""
     slug = job["algo"] if job["config"] is None else f"{job['algo']}-{Path(job['config']).stem}"
-    return runs_root / job["env"] / f"{slug}__s{job['seed']}__b{job['budget']}"
+    return runs_root / job["env"] / f"{slug}__s{job['seed']}__b{job['budget']}__h{job['hyperparams']}"
 
 
 def eval_every_of(job: dict, args) -> int:
@@ -246,13 +250,13 @@ def train_command(job: dict, run_dir: Path, args) -> list[str]:
     return cmd + ["--no-progress"]
 
 
-def run_one(job: dict, args) -> dict:
-    """Train one run from scratch (a directory left by an interrupted one is deleted first)."""
-    run_dir = run_dir_of(job, Path(args.runs_root))
-    if run_dir.exists():
-        shutil.rmtree(run_dir)
-    run_dir.parent.mkdir(parents=True, exist_ok=True)
-    cmd = train_command(job, run_dir, args)
+def resume_command(run_dir: Path, args) -> list[str]:
+    return [sys.executable, "-m", "cli", "train", "--resume", str(run_dir.resolve()), "--device", args.device,
+            "--no-progress"]
+
+
+def call(cmd: list[str]) -> tuple[int, str]:
+    """Run one CLI command; (exit code, stderr). Interrupted, it stops the CLI first (as on Ctrl-C)."""
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=ROOT)
     try:
         _, err = proc.communicate()
@@ -264,8 +268,32 @@ def run_one(job: dict, args) -> dict:
             proc.kill()
             proc.wait()
         raise
-    if proc.returncode != 0:
-        raise RuntimeError(f"exit {proc.returncode}: {' '.join(cmd)}\n{err[-2000:]}")
+    return proc.returncode, err
+
+
+def run_one(job: dict, args) -> dict:
+    """Train one run. A directory left by an interrupted attempt (the same run: its name holds the
+    entry's fingerprint) is continued from its last checkpoint by the CLI's own resume
+    (rlkit/training.py: the run's wall time is its training time up to that checkpoint plus the
+    rest, and the steps after the checkpoint are trained once). A directory the CLI had not yet
+    written its config.yaml in, or one it refuses to resume (exit 2), is started again."""
+    run_dir = run_dir_of(job, Path(args.runs_root))
+    resumed = (run_dir / "config.yaml").is_file()
+    if resumed:
+        cmd = resume_command(run_dir, args)
+        code, err = call(cmd)
+        if code == 2:
+            print(f"note: {run_dir} could not be resumed ({err.strip()[-300:]}); starting it again",
+                  file=sys.stderr, flush=True)
+            resumed = False
+    if not resumed:
+        if run_dir.exists():
+            shutil.rmtree(run_dir)
+        run_dir.parent.mkdir(parents=True, exist_ok=True)
+        cmd = train_command(job, run_dir, args)
+        code, err = call(cmd)
+    if code != 0:
+        raise RuntimeError(f"exit {code}: {' '.join(cmd)}\n{err[-2000:]}")
     info = json.loads((run_dir / "run.json").read_text())
     final = info.get("final_eval") or {}
     score = reference(job["algo"], job["env"])[0]
@@ -273,7 +301,8 @@ def run_one(job: dict, args) -> dict:
             "final_episodes": final.get("episodes"), "steps": info["steps"], "wall_s": info["wall_s"],
             "evals": info.get("evals") or [], "zoo_score": score, "status": info.get("status"),
             "threads": args.threads, "device": args.device, "eval_every": eval_every_of(job, args),
-            "date": time.strftime("%Y-%m-%d %H:%M"), "cpus": os.cpu_count(), "run_dir": str(run_dir)}
+            "date": time.strftime("%Y-%m-%d %H:%M"), "cpus": os.cpu_count(), "run_dir": str(run_dir),
+            "resumed": resumed}
 
 
 def append_result(path: Path, entry: dict) -> None:

@@ -103,8 +103,8 @@ class _FakeTrain:
 
     def __init__(self, cmd, **kwargs):
         type(self).calls.append(cmd)
-        run_dir = Path(cmd[cmd.index("--run-dir") + 1])
-        run_dir.mkdir(parents=True)
+        run_dir = Path(cmd[cmd.index("--run-dir" if "--run-dir" in cmd else "--resume") + 1])
+        run_dir.mkdir(parents=True, exist_ok="--resume" in cmd)
         info = {"steps": 20_480, "wall_s": 12.5, "status": "finished",
                 "evals": [[1024, 1.0, 20.0], [2048, 2.0, 480.0], [3072, 3.0, 500.0], [4096, 4.0, 450.0]],
                 "final_eval": {"mean_return": 498.0, "std_return": 3.0, "episodes": 20}}
@@ -130,6 +130,24 @@ def test_run_one_starts_an_interrupted_run_again_and_reads_run_json(suite, tmp_p
     assert (r["final"], r["wall_s"], r["steps"], r["eval_every"]) == (498.0, 12.5, 20_480, 1000)
     assert suite.first_reach(r["evals"], r["zoo_score"]) == (3072, 3.0)
     assert "reached at 3,072 steps" in suite.progress_line(1, 4, r)
+
+
+def test_run_one_resumes_an_interrupted_run_from_its_checkpoint(suite, tmp_path, monkeypatch):
+    """A directory the CLI wrote its config.yaml in is continued by `cli train --resume`, not
+    deleted; an edited entry (a new fingerprint) names another directory and starts afresh."""
+    monkeypatch.setattr(suite.subprocess, "Popen", _FakeTrain)
+    args = suite.parser().parse_args(["--runs-root", str(tmp_path), "--algos", "ppo"])
+    job = suite.plan(_specs(suite, "ppo"), ["CartPole-v1"], [21], steps=20_000)[0]
+    interrupted = suite.run_dir_of(job, tmp_path)
+    interrupted.mkdir(parents=True)
+    (interrupted / "config.yaml").write_text("algo: ppo\n")
+    (interrupted / "checkpoints").mkdir()
+    r = suite.run_one(job, args)
+    cmd = _FakeTrain.calls[-1]
+    assert cmd[cmd.index("--resume") + 1] == str(interrupted.resolve()) and "--run-dir" not in cmd
+    assert (interrupted / "checkpoints").is_dir() and r["resumed"] is True and r["final"] == 498.0
+    edited = suite.run_dir_of({**job, "hyperparams": "0123456789"}, tmp_path)
+    assert edited != interrupted and edited.parent == interrupted.parent
 
 
 def test_first_reach_is_the_first_evaluation_at_or_above_the_score(suite):
@@ -198,7 +216,8 @@ def test_one_real_run_then_a_rerun_trains_nothing(tmp_path):
     assert "[1/1] ppo CartPole-v1 seed 20: final" in first.stdout
     (entry,) = [json.loads(line) for line in results.read_text().splitlines()]
     assert entry["steps"] >= 2048 and entry["evals"] and entry["final"] is not None
-    assert (tmp_path / "runs" / "CartPole-v1" / "ppo__s20__b2048" / "run.json").is_file()
+    assert (tmp_path / "runs" / "CartPole-v1" / f"ppo__s20__b2048__h{entry['hyperparams']}" / "run.json").is_file()
+    assert entry["resumed"] is False
     again = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert again.returncode == 0 and "0 to train" in again.stdout and "[1/" not in again.stdout
     assert "| CartPole-v1 | ppo | 2,048 (fixed) |" in (tmp_path / "benchmarks.md").read_text()
