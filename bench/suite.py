@@ -426,6 +426,10 @@ def render(results: list[dict], jobs: list[dict], args, command: str) -> str:
            "The Zoo figures: rl-baselines3-zoo benchmark.md (its landers are the -v2 envs); reinforce is "
            "held to the Zoo's A2C figure and budget (A2C's).",
            "", tbl, ""]
+    resumed = [f"{r['label']} {r['env']} seed {r['seed']}" for r in chosen if r.get("resumed")]
+    if resumed:
+        out += [f"Resumed from a checkpoint after an interruption (`cli train --resume`; wall time up to that "
+                f"checkpoint plus the rest): {', '.join(resumed)}.", ""]
     if misses:
         out += ["Below the RL Zoo figure (median final return):", ""] + [f"- {m}" for m in misses]
     else:

@@ -146,6 +146,9 @@ def test_run_one_resumes_an_interrupted_run_from_its_checkpoint(suite, tmp_path,
     cmd = _FakeTrain.calls[-1]
     assert cmd[cmd.index("--resume") + 1] == str(interrupted.resolve()) and "--run-dir" not in cmd
     assert (interrupted / "checkpoints").is_dir() and r["resumed"] is True and r["final"] == 498.0
+    args.seeds = [21]
+    assert "Resumed from a checkpoint after an interruption (`cli train --resume`; wall time up to that " \
+           "checkpoint plus the rest): ppo CartPole-v1 seed 21." in suite.render([r], [job], args, "cmd")
     edited = suite.run_dir_of({**job, "hyperparams": "0123456789"}, tmp_path)
     assert edited != interrupted and edited.parent == interrupted.parent
 
