@@ -115,13 +115,21 @@ class _FakeTrain:
         return "", ""
 
 
-def test_run_one_starts_an_interrupted_run_again_and_reads_run_json(suite, tmp_path, monkeypatch):
+def _left_by_a_kill(suite, tmp_path, monkeypatch, algo: str, seed: int, files: dict):
+    """(job, args, run directory) of a 20k-step CartPole-v1 run whose directory an interrupted
+    attempt left holding ``files`` (name -> text; None: a folder); the CLI is _FakeTrain."""
     monkeypatch.setattr(suite.subprocess, "Popen", _FakeTrain)
-    args = suite.parser().parse_args(["--runs-root", str(tmp_path), "--algos", "sb3-ppo"])
-    job = suite.plan(_specs(suite, "sb3-ppo"), ["CartPole-v1"], [20], steps=20_000)[0]
-    stale = suite.run_dir_of(job, tmp_path)
-    stale.mkdir(parents=True)
-    (stale / "left-by-a-kill").write_text("")
+    args = suite.parser().parse_args(["--runs-root", str(tmp_path), "--algos", algo])
+    job = suite.plan(_specs(suite, algo), ["CartPole-v1"], [seed], steps=20_000)[0]
+    run_dir = suite.run_dir_of(job, tmp_path)
+    run_dir.mkdir(parents=True)
+    for name, text in files.items():
+        (run_dir / name).mkdir() if text is None else (run_dir / name).write_text(text)
+    return job, args, run_dir
+
+
+def test_run_one_starts_a_run_killed_before_its_config_again_and_reads_run_json(suite, tmp_path, monkeypatch):
+    job, args, stale = _left_by_a_kill(suite, tmp_path, monkeypatch, "sb3-ppo", 20, {"left-by-a-kill": ""})
     r = suite.run_one(job, args)
     assert not (stale / "left-by-a-kill").exists()
     cmd = _FakeTrain.calls[-1]
@@ -135,13 +143,8 @@ def test_run_one_starts_an_interrupted_run_again_and_reads_run_json(suite, tmp_p
 def test_run_one_resumes_an_interrupted_run_from_its_checkpoint(suite, tmp_path, monkeypatch):
     """A directory the CLI wrote its config.yaml in is continued by `cli train --resume`, not
     deleted; an edited entry (a new fingerprint) names another directory and starts afresh."""
-    monkeypatch.setattr(suite.subprocess, "Popen", _FakeTrain)
-    args = suite.parser().parse_args(["--runs-root", str(tmp_path), "--algos", "ppo"])
-    job = suite.plan(_specs(suite, "ppo"), ["CartPole-v1"], [21], steps=20_000)[0]
-    interrupted = suite.run_dir_of(job, tmp_path)
-    interrupted.mkdir(parents=True)
-    (interrupted / "config.yaml").write_text("algo: ppo\n")
-    (interrupted / "checkpoints").mkdir()
+    job, args, interrupted = _left_by_a_kill(suite, tmp_path, monkeypatch, "ppo", 21,
+                                             {"config.yaml": "algo: ppo\n", "checkpoints": None})
     r = suite.run_one(job, args)
     cmd = _FakeTrain.calls[-1]
     assert cmd[cmd.index("--resume") + 1] == str(interrupted.resolve()) and "--run-dir" not in cmd
