@@ -64,9 +64,12 @@ class RecordingRMS(RunningMeanStd):
 
 class SharedRMS(RunningMeanStd):
     """``RunningMeanStd`` whose moments are torch tensors in shared memory: Hogwild workers update
-    one set of statistics as they update one set of weights, lock-free (two workers updating at
-    once can lose one batch's update; the statistics stay a valid mean and variance). Pickled to a
-    spawned process, the tensors keep pointing at the same memory."""
+    one set of statistics as they update one set of weights, lock-free: a worker killed inside a
+    lock would stall the rest (docs/architecture.md, workers). Two workers updating at once lose
+    one of the two updates, which is frequent when env steps are as cheap as the update (11% of
+    CartPole's steps with two workers in one CI run); the statistics stay a valid mean and
+    variance, over fewer samples. Pickled to a spawned process, the tensors keep pointing at the
+    same memory."""
 
     def __init__(self, epsilon=1e-4, shape=(), dtype=np.float64):
         self.moments = {"mean": torch.from_numpy(np.zeros(shape, dtype)).share_memory_(),
