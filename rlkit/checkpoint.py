@@ -48,12 +48,28 @@ def space_signature(space) -> dict:
     """A JSON description of a Gymnasium space, compared on load to refuse a mismatched env."""
     from gymnasium import spaces
 
+    # Lists, never tuples, and a "start" only where it is not 0: the signatures older checkpoints
+    # recorded compare equal to these.
     if isinstance(space, spaces.Discrete):
-        return {"type": "Discrete", "n": int(space.n)}
+        out = {"type": "Discrete", "n": int(space.n)}
+        if int(space.start) != 0:
+            out["start"] = int(space.start)
+        return out
     if isinstance(space, spaces.MultiDiscrete):
-        return {"type": "MultiDiscrete", "nvec": [int(n) for n in space.nvec.ravel()]}
+        out = {"type": "MultiDiscrete", "nvec": [int(n) for n in space.nvec.ravel()]}
+        if space.nvec.ndim != 1:
+            out["shape"] = list(space.nvec.shape)
+        if space.start.any():
+            out["start"] = [int(s) for s in space.start.ravel()]
+        return out
     if isinstance(space, spaces.Box):
         return {"type": "Box", "shape": list(space.shape), "dtype": str(space.dtype)}
+    if isinstance(space, spaces.MultiBinary):
+        return {"type": "MultiBinary", "shape": list(space.shape)}
+    if isinstance(space, spaces.Dict):
+        return {"type": "Dict", "spaces": [[str(k), space_signature(s)] for k, s in space.spaces.items()]}
+    if isinstance(space, spaces.Tuple):
+        return {"type": "Tuple", "spaces": [space_signature(s) for s in space.spaces]}
     return {"type": type(space).__name__, "repr": repr(space)}
 
 

@@ -89,11 +89,18 @@ class EnvFactory:
     train_time_limit: int | None = None
 
     def make(self, n_envs: int, seed: int | None = None) -> gym.vector.VectorEnv:
-        """``n_envs`` copies; copy i is seeded ``seed + i`` (a worker of rank r passes seed + r * n_envs)."""
+        """``n_envs`` copies; copy i is seeded ``seed + i`` (a worker of rank r passes seed + r * n_envs).
+        Observations that are not a Box (Discrete, Dict, ...) come out flattened (rlkit.spaces): the
+        one place they are, so the rollout, normalisers and workers only ever see flat arrays."""
+        from rlkit.spaces import FlattenObservations, needs_flattening
+
         kwargs = dict(self.env_kwargs)
         if self.train_time_limit is not None:
             kwargs["max_episode_steps"] = self.train_time_limit
-        return make_vec_env(self.env_id, n_envs, seed=seed, env_kwargs=kwargs, frame_stack=self.frame_stack)
+        venv = make_vec_env(self.env_id, n_envs, seed=seed, env_kwargs=kwargs, frame_stack=self.frame_stack)
+        if needs_flattening(venv.single_observation_space):
+            venv = FlattenObservations(venv)
+        return venv
 
     def spaces(self) -> tuple:
         """(the env's observation space, the model's (frame-stacked) observation space, action space)."""
@@ -103,9 +110,13 @@ class EnvFactory:
         finally:
             env.close()
         if self.frame_stack > 1:
+            from rlkit.errors import UsageError
             from rlkit.framestack import stacked_space
 
-            return obs_space, stacked_space(obs_space, self.frame_stack), act_space
+            try:
+                return obs_space, stacked_space(obs_space, self.frame_stack), act_space
+            except ValueError as exc:
+                raise UsageError(f"frame_stack {self.frame_stack} on {self.env_id}: {exc}") from None
         return obs_space, obs_space, act_space
 
 

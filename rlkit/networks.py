@@ -2,8 +2,12 @@
 action space, and an actor-critic module that composes them.
 
 - vector observations -> MLP; image observations (H, W, C uint8 Box) -> CNN (``cnn``: nature | compact).
-- Discrete -> categorical, MultiDiscrete -> independent categoricals, Box -> diagonal Gaussian with a
-  state-independent log std (as in SB3 / CleanRL); samples are clipped to the Box by the rollout.
+- Discrete, MultiDiscrete, MultiBinary, Dict and Tuple observations arrive flattened (rlkit.spaces):
+  an MLP on the flat vector, or, when a Dict / Tuple has image parts, ``MultiInputTorso`` (SB3's
+  CombinedExtractor: a CNN per image part, the other parts as they are, concatenated, then the MLP).
+- Discrete -> categorical, MultiDiscrete -> independent categoricals, MultiBinary -> independent
+  Bernoullis, Box -> diagonal Gaussian with a state-independent log std (as in SB3 / CleanRL);
+  samples are clipped to the Box by the rollout.
 - Box with ``sde=True``: generalized state-dependent exploration (gSDE, Raffin et al. 2021, SB3's
   ``use_sde``): the noise is ``features @ W``, with one random matrix W per env copy drawn by
   ``reset_noise`` and held between draws, so exploration is smooth in time instead of white.
@@ -17,7 +21,9 @@ import numpy as np
 import torch
 from gymnasium import spaces
 from torch import nn
-from torch.distributions import Categorical, Normal
+from torch.distributions import Bernoulli, Categorical, Normal
+
+from rlkit.spaces import flat_space, has_image, is_image_space, leaves
 
 # Argument validation in torch.distributions costs ~10% of a small-MLP rollout; our inputs are
 # produced by our own networks, so our distributions skip it. Per instance, never globally: a
@@ -25,10 +31,6 @@ from torch.distributions import Categorical, Normal
 NO_CHECKS = {"validate_args": False}
 
 ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU, "gelu": nn.GELU, "elu": nn.ELU}
-
-
-def is_image_space(space: spaces.Space) -> bool:
-    return isinstance(space, spaces.Box) and len(space.shape) == 3 and space.dtype == np.uint8
 
 
 def init_layer(layer: nn.Module, gain: float = math.sqrt(2), bias: float = 0.0) -> nn.Module:
@@ -105,12 +107,35 @@ class VectorTorso(nn.Module):
         return self.net(obs.float().flatten(1))
 
 
+class MultiInputTorso(nn.Module):
+    """A Dict / Tuple observation with image parts, given flattened (rlkit.spaces): each image part is
+    cut out of the flat vector, reshaped to (H, W, C) and read by a CNN of its own; the other parts
+    are taken as they are; everything is concatenated and goes through the MLP (SB3's
+    CombinedExtractor followed by its net_arch)."""
+
+    def __init__(self, obs_space: spaces.Space, hidden: list[int], activation: str, cnn: str):
+        super().__init__()
+        self.parts = [(leaf.start, leaf.size, leaf.space.shape if is_image_space(leaf.space) else None)
+                      for leaf in leaves(obs_space)]
+        self.cnns = nn.ModuleList(CNN(shape, cnn) for _, _, shape in self.parts if shape is not None)
+        dim = sum(c.out_dim for c in self.cnns) + sum(size for _, size, shape in self.parts if shape is None)
+        self.net, self.out_dim = mlp(dim, hidden, activation)
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        obs, pieces, cnns = obs.float(), [], iter(self.cnns)
+        for start, size, shape in self.parts:
+            part = obs[:, start:start + size]
+            pieces.append(part if shape is None else next(cnns)(part.reshape(-1, *shape)))
+        return self.net(torch.cat(pieces, dim=1))
+
+
 def make_torso(obs_space: spaces.Space, hidden: list[int], activation: str = "tanh", cnn: str = "nature") -> nn.Module:
+    """The torso for an env's observation space (a non-Box one arrives flattened, rlkit.spaces)."""
     if is_image_space(obs_space):
         return CNN(obs_space.shape, cnn)
-    if isinstance(obs_space, spaces.Box):
-        return VectorTorso(obs_space, hidden, activation)
-    raise ValueError(f"unsupported observation space {obs_space}")
+    if not isinstance(obs_space, spaces.Box) and has_image(obs_space):
+        return MultiInputTorso(obs_space, hidden, activation, cnn)
+    return VectorTorso(flat_space(obs_space), hidden, activation)
 
 
 class ActionHead(nn.Module):
@@ -129,8 +154,10 @@ class ActionHead(nn.Module):
         if isinstance(action_space, spaces.Discrete):
             self.logits = init_layer(nn.Linear(in_dim, int(action_space.n)), gain=0.01)
         elif isinstance(action_space, spaces.MultiDiscrete):
-            self.nvec = [int(n) for n in action_space.nvec]
+            self.nvec = [int(n) for n in action_space.nvec.ravel()]
             self.logits = init_layer(nn.Linear(in_dim, sum(self.nvec)), gain=0.01)
+        elif isinstance(action_space, spaces.MultiBinary):
+            self.logits = init_layer(nn.Linear(in_dim, int(np.prod(action_space.shape))), gain=0.01)
         elif isinstance(action_space, spaces.Box):
             dim = int(np.prod(action_space.shape))
             self.mean = init_layer(nn.Linear(in_dim, dim), gain=0.01)
@@ -145,7 +172,11 @@ class ActionHead(nn.Module):
             return ActionDist([Categorical(logits=self.logits(features), **NO_CHECKS)], kind="discrete")
         if isinstance(self.space, spaces.MultiDiscrete):
             chunks = torch.split(self.logits(features), self.nvec, dim=-1)
-            return ActionDist([Categorical(logits=c, **NO_CHECKS) for c in chunks], kind="multidiscrete")
+            return ActionDist([Categorical(logits=c, **NO_CHECKS) for c in chunks], kind="multidiscrete",
+                              shape=self.space.shape)
+        if isinstance(self.space, spaces.MultiBinary):
+            return ActionDist([Bernoulli(logits=self.logits(features), **NO_CHECKS)], kind="multibinary",
+                              shape=self.space.shape)
         mean = self.mean(features)
         if not self.sde:
             return ActionDist([Normal(mean, self.log_std.expand_as(mean).exp(), **NO_CHECKS)], kind="box",
@@ -183,17 +214,20 @@ class ActionDist:
     def mode(self) -> torch.Tensor:
         if self.kind == "box":
             return self._pack([self.dists[0].mean])
+        if self.kind == "multibinary":
+            return self._pack([(self.dists[0].logits > 0).float()])
         return self._pack([d.probs.argmax(-1) for d in self.dists])
 
     def log_prob(self, actions: torch.Tensor) -> torch.Tensor:
         if self.kind == "discrete":
             return self.dists[0].log_prob(actions)
         if self.kind == "multidiscrete":
-            return sum(d.log_prob(actions[..., i]) for i, d in enumerate(self.dists))
-        return self.dists[0].log_prob(actions.flatten(1)).sum(-1)
+            flat = actions.flatten(actions.dim() - len(self.shape))  # a 2-D nvec: its cells in a row
+            return sum(d.log_prob(flat[..., i]) for i, d in enumerate(self.dists))
+        return self.dists[0].log_prob(actions.flatten(1)).sum(-1)  # box, multibinary: independent dims
 
     def entropy(self) -> torch.Tensor:
-        if self.kind == "box":
+        if self.kind in ("box", "multibinary"):
             return self.dists[0].entropy().sum(-1)
         return sum(d.entropy() for d in self.dists)
 
@@ -201,7 +235,7 @@ class ActionDist:
         if self.kind == "discrete":
             return parts[0]
         if self.kind == "multidiscrete":
-            return torch.stack(parts, dim=-1)
+            return torch.stack(parts, dim=-1).reshape(-1, *self.shape)
         return parts[0].reshape(-1, *self.shape)
 
 
@@ -212,8 +246,9 @@ class ActorCritic(nn.Module):
                  log_std_init=0.0, critic=True, cnn="nature", sde=False, sde_sample_freq=-1, ortho_init=True):
         super().__init__()
         hidden = list(hidden)
+        self.obs_space = obs_space  # the env's own (non-Box spaces arrive flattened, rlkit.spaces)
         # None: CNNs share one torso (as in Nature DQN / PPO's Atari setup), MLPs get two.
-        self.shared = is_image_space(obs_space) if shared is None else bool(shared)
+        self.shared = has_image(obs_space) if shared is None else bool(shared)
         self.actor_torso = make_torso(obs_space, hidden, activation, cnn)
         self.critic_torso = None
         if critic and not self.shared:
@@ -242,7 +277,7 @@ class ActorCritic(nn.Module):
 def resolve_device(device: str, obs_space: spaces.Space) -> torch.device:
     """``auto``: CUDA for CNN policies when present, CPU for small MLPs (faster there, as SB3 notes)."""
     if device == "auto":
-        return torch.device("cuda" if is_image_space(obs_space) and torch.cuda.is_available() else "cpu")
+        return torch.device("cuda" if has_image(obs_space) and torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
         from rlkit.errors import UsageError
 

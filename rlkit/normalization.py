@@ -7,6 +7,11 @@ collector updates the learner's statistics directly, and a remote worker (docs/a
 workers) receives them with the weights as plain data (``state()`` / ``load_state()``).
 ``predict`` uses the frozen statistics (``normalize_obs``), never updating them.
 
+Observations that are not a Box arrive flattened (rlkit.spaces): statistics are kept for the whole
+flat vector, but only its non-image Box parts are normalised (and clipped); one-hot, binary and
+pixel parts pass unchanged (``PartlyNormalizeObservation``), as SB3's VecNormalize normalises only
+Box keys. A space with no such part (FrozenLake's Discrete) is not normalised at all.
+
 A3C's Hogwild workers (agents/a3c.py) share the learner's statistics instead: ``share_memory()``
 moves them into shared memory (``SharedRMS``), and every worker's wrappers update them in place.
 
@@ -87,6 +92,26 @@ class SharedRMS(RunningMeanStd):
     del _get
 
 
+class PartlyNormalizeObservation(NormalizeObservation):
+    """NormalizeObservation of the entries ``mask`` of a flat observation (then clipped to ±clip when
+    given); the other entries (one-hot, binary, pixels) are left as the env gave them."""
+
+    def __init__(self, env, mask: np.ndarray, clip: float | None):
+        super().__init__(env)
+        self.mask, self.clip = mask, clip
+
+    def observations(self, observations):
+        return keep_unnormalized(super().observations(observations), observations, self.mask, self.clip)
+
+
+def keep_unnormalized(normalized: np.ndarray, raw: np.ndarray, mask: np.ndarray, clip: float | None) -> np.ndarray:
+    out = np.asarray(normalized, dtype=np.float32)
+    if clip is not None:
+        out = np.clip(out, -clip, clip)
+    out[..., ~mask] = raw[..., ~mask]
+    return out
+
+
 class KeepEnvReward(gym.vector.VectorWrapper):
     """Puts the env's own rewards in ``infos["env_reward"]`` before NormalizeReward rescales them,
     so the logged reward rate stays in the env's units."""
@@ -109,14 +134,23 @@ class Normalizers:
 
     def __init__(self, obs_space, *, norm_obs: bool, norm_reward: bool, gamma: float, clip: float | None = None,
                  record: bool = False):
+        from rlkit.spaces import flat_space, normalized_parts
+
         self.gamma, self.clip = gamma, clip
         rms = RecordingRMS if record else RunningMeanStd
+        # A flattened Dict / Discrete / ... space (rlkit.spaces): its Box parts only, if it has any.
+        self.obs_mask = normalized_parts(obs_space)
+        norm_obs = norm_obs and (self.obs_mask is None or bool(self.obs_mask.any()))
+        obs_space = flat_space(obs_space)
         self.obs_rms = rms(shape=obs_space.shape, dtype=obs_space.dtype) if norm_obs else None
         self.return_rms = rms(shape=()) if norm_reward else None
 
     def wrap(self, venv):
         """``venv`` with the normalising wrappers switched on, updating this object's statistics."""
-        if self.obs_rms is not None:
+        if self.obs_rms is not None and self.obs_mask is not None:
+            venv = PartlyNormalizeObservation(venv, self.obs_mask, self.clip)
+            venv.obs_rms = self.obs_rms
+        elif self.obs_rms is not None:
             venv = NormalizeObservation(venv)
             venv.obs_rms = self.obs_rms
             if self.clip is not None:
@@ -134,6 +168,8 @@ class Normalizers:
     def normalize_obs(self, obs: np.ndarray) -> np.ndarray:
         if self.obs_rms is None:
             return obs
+        if self.obs_mask is not None:
+            return keep_unnormalized(normalize(obs, self.obs_rms), obs, self.obs_mask, self.clip)
         obs = normalize(obs, self.obs_rms)
         return obs if self.clip is None else self._clip_obs(obs)
 

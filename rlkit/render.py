@@ -44,6 +44,7 @@ def record_episodes(agent, env_id: str, env_kwargs: dict, episodes: int, seed: i
     ``on_episode(index, seed, episode_return, length)`` is called as each episode ends."""
     from rlkit.environments import make_env
     from rlkit.framestack import FrameStack, agent_frame_stack
+    from rlkit.spaces import batch_of_one
 
     env = make_env(env_id, env_kwargs, render_mode=render_mode)
     k = agent_frame_stack(agent)
@@ -58,7 +59,7 @@ def record_episodes(agent, env_id: str, env_kwargs: dict, episodes: int, seed: i
             while not done:
                 if render_mode == "rgb_array" and len(frames) < max_frames:
                     frames.append(np.asarray(env.render()))
-                batch = np.asarray(obs)[None]
+                batch = batch_of_one(obs)  # a dict of arrays for a Dict env, as a vector env batches it
                 if recurrent:
                     action = agent.predict(batch, deterministic=True, episode_start=np.array([first]))[0]
                 else:

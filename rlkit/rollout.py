@@ -43,10 +43,15 @@ PolicyStep = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor, torch.Te
 
 
 def env_action(actions: torch.Tensor, action_space: spaces.Space) -> np.ndarray:
-    """Tensor actions -> what the env accepts (Gaussian samples are clipped to the Box, as SB3 does)."""
+    """Tensor actions -> what the env accepts (Gaussian samples are clipped to the Box, as SB3 does;
+    categorical indices are shifted by the space's ``start``; Bernoulli samples become its 0/1 dtype)."""
     a = actions.cpu().numpy()
     if isinstance(action_space, spaces.Box):
         return np.clip(a, action_space.low, action_space.high).astype(action_space.dtype)
+    if isinstance(action_space, spaces.MultiBinary):
+        return a.astype(action_space.dtype)
+    if isinstance(action_space, (spaces.Discrete, spaces.MultiDiscrete)) and np.any(action_space.start != 0):
+        return a + action_space.start
     return a
 
 

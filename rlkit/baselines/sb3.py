@@ -202,8 +202,11 @@ class SB3Agent:
             hp[key] = _schedule(hp[key])
         if isinstance(hp.get("train_freq"), list):
             hp["train_freq"] = tuple(hp["train_freq"])
+        policy = config.policy
+        if policy == "MlpPolicy" and isinstance(venv.observation_space, spaces.Dict):
+            policy = "MultiInputPolicy"  # SB3's policy for Dict observations (the Zoo names it per env)
         try:
-            self.model = self.sb3_class(config.policy, self.vecnorm or venv, seed=seed, device=device, verbose=0,
+            self.model = self.sb3_class(policy, self.vecnorm or venv, seed=seed, device=device, verbose=0,
                                         policy_kwargs=_policy_kwargs(config.policy_kwargs), **hp)
         except (ValueError, AssertionError, TypeError) as exc:
             raise UsageError(f"{type(self).__name__} rejected its configuration: {exc}") from None
