@@ -82,7 +82,12 @@ def build_parser() -> argparse.ArgumentParser:
     # only --steps, --device and --no-progress apply. The defaults are in the help texts.
     t = sub.add_parser("train", help="train an agent (or resume a run)")
     t.add_argument("--algo", help="algorithm name (see `rlkit list`)")
-    t.add_argument("--env", help="Gymnasium env id, e.g. CartPole-v1 or rlkit/GridWorld-v0")
+    t.add_argument("--env", help="Gymnasium env id, e.g. CartPole-v1 or rlkit/GridWorld-v0; a user's env as "
+                                 "pkg.module:EnvId (the module registers EnvId) or pkg.module:Class (a gymnasium.Env "
+                                 "class, registered under its name)")
+    t.add_argument("--env-package", action="append", default=None, metavar="MODULE",
+                   help="import MODULE before making the env (it registers the user's envs); repeatable. "
+                        "Recorded in config.yaml, so eval, render, --resume and workers import it again")
     t.add_argument("--steps", type=_int("--steps", 1), default=None,
                    help="environment steps to train (default: the hyperparameter file's n_timesteps); "
                         "with --resume: extend the run to this many steps")

@@ -47,7 +47,7 @@ from agents.actor_critic import a2c_loss, check_optimizer_options, make_optimize
 from rlkit.environments import seed_everything
 from rlkit.errors import UsageError
 from rlkit.normalization import Normalizers
-from rlkit.onpolicy import Collector, check_common_options, load_agent, save_agent, setup_agent
+from rlkit.onpolicy import Collector, LazyOptimizer, check_common_options, load_agent, save_agent, setup_agent
 
 MAX_RESTARTS = 3  # worker failures a run survives; the next one ends it with the worker's error
 
@@ -208,6 +208,9 @@ class A3C:
     algo_name = "a3c"
     Config = Config
     supports_ray = True
+    # The learner's optimizer over the shared θ, built when training first uses it: eval and render
+    # never need it (rlkit.onpolicy.LazyOptimizer).
+    optimizer = LazyOptimizer(lambda self: make_optimizer(self.model.parameters(), self.config))
 
     def __init__(self, env_id: str, config: Config, *, seed: int = 0, device: str = "auto",
                  env_kwargs: dict | None = None, logger=None, run_dir: Path | None = None,
@@ -218,7 +221,6 @@ class A3C:
         setup_agent(self, env_id, config, seed=seed, device="cpu", env_kwargs=env_kwargs, logger=logger,
                     run_dir=run_dir, seed_globals=seed_globals, collector=False)
         self.parts.normalizers.share_memory()  # norm_obs / norm_reward: one set for every worker
-        self.optimizer = make_optimizer(self.model.parameters(), config)
         self.avg_reward = None  # each worker keeps its own ρ̄ (objective: average)
         self.set_backend(backend, workers, ray_address)
         self.worker_pids: list[int] = []

@@ -23,7 +23,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rlkit.onpolicy import check_common_options, learn, load_agent, save_agent, set_backend, setup_agent
+from rlkit.onpolicy import (
+    LazyOptimizer,
+    check_common_options,
+    learn,
+    load_agent,
+    save_agent,
+    set_backend,
+    setup_agent,
+)
 from rlkit.returns import differential_rewards, gae
 
 
@@ -120,6 +128,8 @@ class ActorCritic:
     algo_name = "actor-critic"
     Config = Config
     supports_ray = True  # --backend ray / --workers N: rollout workers (rlkit.onpolicy.ParallelCollector)
+    # Built when training first uses it: eval and render never need it (rlkit.onpolicy.LazyOptimizer).
+    optimizer = LazyOptimizer(lambda self: make_optimizer(self.model.parameters(), self.config))
 
     def __init__(self, env_id: str, config: Config, *, seed: int = 0, device: str = "auto",
                  env_kwargs: dict | None = None, logger=None, run_dir: Path | None = None,
@@ -128,8 +138,6 @@ class ActorCritic:
         setup_agent(self, env_id, config, seed=seed, device=device, env_kwargs=env_kwargs, logger=logger,
                     run_dir=run_dir, seed_globals=seed_globals, backend=backend, workers=workers,
                     ray_address=ray_address)
-        c = config
-        self.optimizer = make_optimizer(self.model.parameters(), c)
         self.avg_reward: float | None = None  # ρ̄ (objective: average), set by the first batch
 
     # --- the algorithm -------------------------------------------------------------------

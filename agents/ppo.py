@@ -19,7 +19,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rlkit.onpolicy import check_common_options, learn, load_agent, save_agent, set_backend, setup_agent
+from rlkit.onpolicy import (
+    LazyOptimizer,
+    check_common_options,
+    learn,
+    load_agent,
+    save_agent,
+    set_backend,
+    setup_agent,
+)
 from rlkit.returns import differential_rewards, gae
 
 
@@ -78,6 +86,10 @@ class PPO:
     algo_name = "ppo"
     Config = Config
     supports_ray = True  # --backend ray / --workers N: rollout workers (rlkit.onpolicy.ParallelCollector)
+    # Built when training first uses it: eval and render never need it (rlkit.onpolicy.LazyOptimizer).
+    # fused: one kernel for all parameters; the per-tensor loop dominated a small MLP's step
+    optimizer = LazyOptimizer(lambda self: torch.optim.Adam(self.params, lr=self.config.learning_rate,
+                                                            eps=self.config.adam_eps, fused=True))
 
     def __init__(self, env_id: str, config: Config, *, seed: int = 0, device: str = "auto",
                  env_kwargs: dict | None = None, logger=None, run_dir: Path | None = None,
@@ -86,10 +98,7 @@ class PPO:
         setup_agent(self, env_id, config, seed=seed, device=device, env_kwargs=env_kwargs, logger=logger,
                     run_dir=run_dir, seed_globals=seed_globals, backend=backend, workers=workers,
                     ray_address=ray_address)
-        c = config
         self.params = list(self.model.parameters())
-        # fused: one kernel for all parameters; the per-tensor loop dominated a small MLP's step
-        self.optimizer = torch.optim.Adam(self.params, lr=c.learning_rate, eps=c.adam_eps, fused=True)
         self.avg_reward: float | None = None  # ρ̄ (objective: average), set by the first batch
 
     # --- the algorithm -------------------------------------------------------------------

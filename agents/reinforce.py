@@ -29,7 +29,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rlkit.onpolicy import check_common_options, learn, load_agent, save_agent, set_backend, setup_agent
+from rlkit.onpolicy import (
+    LazyOptimizer,
+    check_common_options,
+    learn,
+    load_agent,
+    save_agent,
+    set_backend,
+    setup_agent,
+)
 from rlkit.returns import discounted_returns
 
 
@@ -66,6 +74,9 @@ class Reinforce:
     algo_name = "reinforce"
     Config = Config
     supports_ray = True  # --backend ray / --workers N: rollout workers (rlkit.onpolicy.ParallelCollector)
+    # Built when training first uses it: eval and render never need it (rlkit.onpolicy.LazyOptimizer).
+    optimizer = LazyOptimizer(lambda self: torch.optim.Adam(self.model.parameters(), lr=self.config.learning_rate,
+                                                            eps=self.config.adam_eps))
 
     def __init__(self, env_id: str, config: Config, *, seed: int = 0, device: str = "auto",
                  env_kwargs: dict | None = None, logger=None, run_dir: Path | None = None,
@@ -74,8 +85,6 @@ class Reinforce:
         setup_agent(self, env_id, config, seed=seed, device=device, env_kwargs=env_kwargs, logger=logger,
                     run_dir=run_dir, seed_globals=seed_globals, backend=backend, workers=workers,
                     ray_address=ray_address, critic=config.baseline)
-        c = config
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=c.learning_rate, eps=c.adam_eps)
 
     # --- the algorithm -------------------------------------------------------------------
     def learn(self, total_timesteps: int, callback=None) -> Reinforce:

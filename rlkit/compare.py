@@ -109,7 +109,7 @@ def collect(paths) -> dict:
     skipped = []
     for run_dir in runs.find_runs(paths):
         try:  # a damaged config.yaml or run.json: skip the run, and say which and why
-            settings = runs.read_config(run_dir)
+            settings = runs.read_config(run_dir, import_env=False)  # compare never imports an env
             info = runs.load_run_info(run_dir) if (run_dir / "run.json").exists() else {}
         except UsageError as exc:
             skipped.append((run_dir, str(exc)))
@@ -123,7 +123,11 @@ def collect(paths) -> dict:
     return table
 
 
-def _reference(env_id: str, env_kwargs: dict):
+def _reference(env_id: str, env_kwargs: dict, env_packages=None):
+    """The env's reference score, for rlkit's and Gymnasium's own envs; a user's env (one that needs
+    its ``env_packages`` imported) is never imported by compare, so it has none here."""
+    if env_packages:
+        return None
     try:
         from rlkit.environments import env_reference
 
@@ -203,15 +207,17 @@ def compare(paths, out: Path | None = None, threshold: float | None = None) -> P
     plots = []
     for env_id, algos in sorted(table.items()):
         all_recs = [r for rs in algos.values() for r in rs]
-        ref = _reference(env_id, all_recs[0]["settings"].get("env_kwargs") or {})
+        first = all_recs[0]["settings"]
+        ref = _reference(env_id, first.get("env_kwargs") or {}, first.get("env_packages"))
         per_step = ref is not None and ref["metric"] == "reward_per_step"
         tag = "eval/reward_per_step" if per_step else "eval/mean_reward"
         thr = threshold
         if thr is None:
             thr = next((r["settings"].get("stop_at_return") for r in all_recs
                         if r["settings"].get("stop_at_return") is not None), None)
+        to = f"{thr:g}" if thr is not None else "threshold (none set)"
         header = (f"| algo | seeds | final eval, fresh seeds (mean [95% CI] over seeds) | solved "
-                  f"| median steps to {thr} | median s to {thr} | env steps/s |")
+                  f"| median steps to {to} | median s to {to} | env steps/s |")
         rows = [f"## {env_id}", ""]
         if ref is not None:
             rows += [f"reference: {ref['name']} = {ref['score']:.4f} ({ref['metric']})", ""]

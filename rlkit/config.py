@@ -232,12 +232,13 @@ def config_file_entry(config_file: Path, env_id: str) -> dict:
 
 
 def resolve(config_cls, algo: str, env_id: str, config_file: Path | None = None,
-            sets: dict | None = None, untuned: bool = False) -> tuple[Any, dict]:
-    """Build the Config and the env kwargs. Returns (config instance, env_kwargs)."""
+            sets: dict | None = None, untuned: bool = False, sets_source: str = "--set") -> tuple[Any, dict]:
+    """Build the Config and the env kwargs. Returns (config instance, env_kwargs). ``sets_source`` names
+    the overrides in error messages (the Python API's are keyword arguments, not --set)."""
     layers = [("hyperparams", yaml_entry(algo, env_id, untuned))]
     if config_file is not None:
         layers.append(("config file", config_file_entry(config_file, env_id)))
-    layers.append(("--set", sets or {}))
+    layers.append((sets_source, sets or {}))
 
     merged: dict[str, Any] = {}
     env_kwargs: dict[str, Any] = {}

@@ -31,6 +31,7 @@ from rlkit.errors import UsageError
 from rlkit.networks import CNNS, ActorCritic, is_image_space, resolve_device
 from rlkit.normalization import Normalizers
 from rlkit.rollout import Batch, Rollout, env_action
+from rlkit.spaces import model_input
 
 
 def check_common_options(c) -> None:
@@ -276,10 +277,13 @@ class OnPolicyParts:
 
     @torch.no_grad()
     def predict(self, obs, deterministic: bool = True) -> np.ndarray:
-        obs = self.normalizers.normalize_obs(np.asarray(obs))
+        """Actions for the env's own observations (a dict for a Dict env, an int for Discrete), one
+        or a batch as a vector env gives them: flattened as in training (rlkit.spaces.model_input)."""
+        obs, single = model_input(self.model.obs_space, obs)
+        obs = self.normalizers.normalize_obs(obs)
         dist, _ = self.model(torch.as_tensor(obs, device=self.device))
-        actions = dist.mode() if deterministic else dist.sample()
-        return env_action(actions, self.action_space)
+        actions = env_action(dist.mode() if deterministic else dist.sample(), self.action_space)
+        return actions[0] if single else actions
 
     def close(self) -> None:
         if self.collector is not None:
@@ -326,8 +330,8 @@ def setup_agent(agent, env_id: str, config, *, seed: int, device: str, env_kwarg
     """The fields every on-policy agent has, set once for all three: its identity (env_id, config,
     seed, env_kwargs), logger and run directory, ``parts`` (with ``model`` and ``device`` at hand),
     the env's spaces, the step counter, whether the task is continuing and where its rollouts
-    come from (``set_backend``). The agent then adds its optimizer and whatever its maths keeps
-    (e.g. ρ̄)."""
+    come from (``set_backend``). The agent then adds whatever its maths keeps (e.g. ρ̄); its
+    optimizer is a ``LazyOptimizer`` class attribute, built when training first uses it."""
     from rlkit.environments import is_continuing
     from rlkit.logger import NullLogger
 
@@ -421,11 +425,63 @@ def learn_loop(agent, collector, total_timesteps: int, callback=None):
     return agent
 
 
+class LazyOptimizer:
+    """An agent's ``optimizer``, built on first use: ``optimizer = LazyOptimizer(lambda agent: ...)``
+    in the agent's class.
+
+    Constructing any torch optimizer imports torch's compiler stack (``torch._dynamo``, ~1 s: its
+    ``add_param_group`` is wrapped by ``torch._disable_dynamo``), which an agent loaded for eval or
+    render never needs. A checkpoint's optimizer state (``restore_optimizer``) is kept as loaded
+    until the optimizer is built, then loaded into it, so a resumed run trains on the saved
+    statistics exactly as if they had been loaded at once (building uses no random numbers)."""
+
+    def __init__(self, build):
+        self.build = build
+
+    def __get__(self, agent, owner=None):
+        if agent is None:
+            return self
+        optimizer = agent.__dict__.get("_optimizer_built")
+        if optimizer is None:
+            optimizer = self.build(agent)
+            saved = agent.__dict__.pop("_optimizer_saved", None)
+            if saved is not None:
+                optimizer.load_state_dict(saved)
+            agent.__dict__["_optimizer_built"] = optimizer
+        return optimizer
+
+    @staticmethod
+    def is_built(agent) -> bool:
+        return agent.__dict__.get("_optimizer_built") is not None
+
+
+def optimizer_state_dict(agent) -> dict:
+    """The state to save: the optimizer's, or the loaded one it has not been built to take yet."""
+    saved = agent.__dict__.get("_optimizer_saved")
+    if saved is not None and not LazyOptimizer.is_built(agent):
+        return saved
+    return agent.optimizer.state_dict()
+
+
+def restore_optimizer(agent, saved: dict) -> None:
+    """Give ``agent`` a checkpoint's optimizer state, checked now (a misfit is a load error, exit 2)
+    and loaded when the optimizer is built (``LazyOptimizer``)."""
+    groups = saved["param_groups"]
+    n_params = len(list(agent.model.parameters()))
+    if len(groups) != 1 or len(groups[0]["params"]) != n_params:
+        raise ValueError(f"the optimizer state holds {[len(g['params']) for g in groups]} parameters in "
+                         f"{len(groups)} groups; the model has {n_params} in one")
+    if LazyOptimizer.is_built(agent):
+        agent.optimizer.load_state_dict(saved)
+    else:
+        agent._optimizer_saved = saved
+
+
 def save_agent(agent, path) -> None:
     """Network, normalisers, RNGs and optimizer as plain tensors, plus metadata to rebuild the agent."""
     parts = agent.parts
     state = {"model": parts.model.state_dict(), "rng": rng_state(), **parts.normalizers.state(),
-             "optimizer": agent.optimizer.state_dict()}
+             "optimizer": optimizer_state_dict(agent)}
     if parts.collector is not None and (envs := parts.collector.state()) is not None:
         state["collector"] = envs
     save_checkpoint(path, state, agent_meta(agent.algo_name, agent, avg_reward=getattr(agent, "avg_reward", None)))
@@ -443,7 +499,7 @@ def load_agent(cls, path, device: str = "cpu"):
     agent.parts.resume_rng = state["rng"]
     if "collector" in state and agent.parts.collector is not None:  # older checkpoints restart their envs
         agent.parts.collector.load_state(state["collector"])
-    agent.optimizer.load_state_dict(state["optimizer"])
+    restore_optimizer(agent, state["optimizer"])  # loaded when training builds the optimizer
     agent.num_timesteps = int(meta["num_timesteps"])
     if hasattr(agent, "avg_reward"):
         agent.avg_reward = meta.get("avg_reward")  # None until the first batch

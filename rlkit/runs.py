@@ -196,13 +196,16 @@ _SETTINGS = {
     "backend": (lambda v: v in ("local", "ray"), "local or ray"),
     "workers": (lambda v: v is None or (_is_int(v) and v >= 1), "an integer >= 1 or null"),
     "ray_address": (lambda v: v is None or isinstance(v, str), "a string or null"),
+    "env_packages": (lambda v: isinstance(v, list) and all(isinstance(p, str) for p in v), "a list of module names"),
 }
 TRAINING_KEYS = ("seed", "total_steps", "eval_every", "eval_episodes", "checkpoint_every")
 
 
-def read_config(run_dir: Path, training: bool = False) -> dict:
+def read_config(run_dir: Path, training: bool = False, import_env: bool = True) -> dict:
     """config.yaml, checked: a hand-edited file naming an unknown algorithm or env, or holding a
-    value of the wrong kind, is refused with exit 2. ``training``: the keys resuming needs must be there."""
+    value of the wrong kind, is refused with exit 2. ``training``: the keys resuming needs must be there.
+    ``import_env``: import the run's env packages (rlkit.plugins) and check its env id; ``rlkit compare``,
+    which only reads files, passes False."""
     from rlkit import registry
 
     path = Path(run_dir) / "config.yaml"
@@ -220,14 +223,19 @@ def read_config(run_dir: Path, training: bool = False) -> dict:
         raise UsageError(f"{path} is not an rlkit run config (needs algo and env)")
     if not isinstance(cfg["algo"], str) or not isinstance(cfg["env"], str):
         raise UsageError(f"{path}: algo and env must be strings")
-    try:
-        registry.check_algo(cfg["algo"])
-        registry.check_env(cfg["env"])
-    except UsageError as exc:
-        raise UsageError(f"{path}: {exc}") from None
     for key, (ok, what) in _SETTINGS.items():
         if key in cfg and not ok(cfg[key]):
             raise UsageError(f"{path}: {key} = {cfg[key]!r} is not {what}")
+    try:
+        registry.check_algo(cfg["algo"])
+        if import_env:
+            from rlkit import plugins
+
+            started_in = (cfg.get("provenance") or {}).get("cwd") if isinstance(cfg.get("provenance"), dict) else None
+            plugins.import_packages(cfg.get("env_packages") or [], search=[started_in] if started_in else [])
+            registry.check_env(cfg["env"])
+    except UsageError as exc:
+        raise UsageError(f"{path}: {exc}") from None
     if training:
         missing = [k for k in TRAINING_KEYS if k not in cfg]
         if missing:

@@ -29,8 +29,10 @@ import math
 import os
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -45,9 +47,81 @@ EVAL_SEED = 10_000  # eval env seeds are far from training seeds
 CHECKPOINT_EVERY_CAP = 100_000  # the default checkpoint interval, max(eval_every, steps / 10), is capped here
 MAX_SEED = 2**32 - 1  # numpy's global seed (SB3 seeds it with the run's seed) is 32 bits
 
+STOP_GRACE_S = 10.0  # how long a stop waits for the next update boundary before it stops at once
+
 # The run directory being trained in this process, if any: rlkit.commands puts the crash log of an
 # unexpected error there.
 current_run_dir: Path | None = None
+
+
+class StopAtBoundary:
+    """Ctrl-C and SIGTERM while a run trains (docs/architecture.md §4, §5).
+
+    A signal can land anywhere: inside an env step, half way through an update. Once armed (by the
+    callback, at the run's first update boundary), the first signal is only noted; the callback's
+    next ``on_step``, the next update boundary, commits a checkpoint there and then stops the run
+    with the signal's own exception (KeyboardInterrupt, or rlkit's Terminated for SIGTERM). So a stop
+    loses no training and commits exactly the state a resumed run needs (the one a checkpoint at that
+    step of an uninterrupted run holds). A second signal, or no boundary within ``STOP_GRACE_S``
+    seconds, stops at once with the last commit (each commit is atomic). Before it is armed, a signal
+    stops at once: a run that never reached an update leaves nothing behind.
+
+    Only signals whose handler is Python code that raises are held (Python's KeyboardInterrupt, the
+    CLI's SIGTERM handler); main thread only. ``disarm`` puts those handlers back."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self, grace: float = STOP_GRACE_S):
+        self.grace = grace
+        self.previous: dict = {}  # signal -> the handler it had (and gets back)
+        self.pending: int | None = None  # the signal received, not acted on yet
+        self._timer: threading.Timer | None = None
+
+    def arm(self) -> None:
+        if self.previous or threading.current_thread() is not threading.main_thread():
+            return
+        for sig in self.SIGNALS:
+            handler = signal.getsignal(sig)
+            if callable(handler):
+                self.previous[sig] = handler
+                signal.signal(sig, self._handle)
+
+    def _handle(self, signum, frame) -> None:
+        if self.pending is None:
+            self.pending = signum
+            self._timer = threading.Timer(self.grace, self._expire)
+            self._timer.daemon = True
+            self._timer.start()
+            return
+        self.raise_now(signum, frame)  # a second signal: at once
+
+    def _expire(self) -> None:
+        """No update boundary within the grace period: deliver the signal again, to stop at once."""
+        if self.pending is not None and self.previous:
+            signal.pthread_kill(threading.main_thread().ident, self.pending)
+
+    def cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def disarm(self) -> None:
+        self.cancel_timer()
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for sig, handler in self.previous.items():
+            if signal.getsignal(sig) == self._handle:  # not replaced meanwhile by someone else
+                signal.signal(sig, handler)
+        self.previous = {}
+
+    def raise_now(self, signum=None, frame=None) -> None:
+        """Stop: the handlers go back, then the signal's own handler raises its exception."""
+        signum = self.pending if signum is None else signum
+        handler = self.previous.get(signum)
+        self.disarm()
+        if callable(handler):
+            handler(signum, frame)
+        raise KeyboardInterrupt  # a handler that did not raise: stop all the same
 
 
 class TrainingCallback:
@@ -79,11 +153,18 @@ class TrainingCallback:
         best = self.info.get("best")
         self.best: dict | None = best if isinstance(best, dict) and "mean_return" in best else None
         self.staged: Path | None = None  # the best agent written since the last commit
+        # The Python API's hooks (rlkit.api): on_step(num_timesteps, agent) after every update and
+        # on_eval(num_timesteps, result, agent) after every stop-check evaluation; False stops the run.
+        self.user_on_step = None
+        self.user_on_eval = None
+        self.stopped_by_user = False
+        self.stop_guard: StopAtBoundary | None = None  # set by the driver (_run): Ctrl-C / SIGTERM commit here
 
     def wall(self) -> float:
         return self.wall_offset + time.perf_counter() - self.t0
 
     def on_step(self, num_timesteps: int, agent) -> bool:
+        go_on = True
         if num_timesteps >= self.next_eval:
             self.next_eval = (num_timesteps // self.eval_every + 1) * self.eval_every
             self.run_eval(num_timesteps, agent)
@@ -93,10 +174,29 @@ class TrainingCallback:
                 self.info["solved_at_step"] = int(num_timesteps)
                 self.info["solved_at_s"] = round(self.wall(), 3)
             self.after_eval(num_timesteps, agent)
-        if num_timesteps >= self.next_ckpt or self.solved:
+            if self.user_on_eval is not None and self.user_on_eval(num_timesteps, dict(self.last_eval), agent) is False:
+                go_on = False
+        if self.user_on_step is not None and self.user_on_step(num_timesteps, agent) is False:
+            go_on = False
+        self.stopped_by_user = self.stopped_by_user or not go_on
+        if num_timesteps >= self.next_ckpt or self.solved or not go_on:
             self.next_ckpt = (num_timesteps // self.checkpoint_every + 1) * self.checkpoint_every
             self.checkpoint(num_timesteps, agent)
-        return not self.solved
+        if self.stop_guard is not None:  # an update boundary: from here on a stop commits (StopAtBoundary)
+            self.stop_guard.arm()
+            self.stop_if_asked(num_timesteps, agent)
+        return go_on and not self.solved
+
+    def stop_if_asked(self, num_timesteps: int, agent) -> None:
+        """At an update boundary: after Ctrl-C or SIGTERM, commit this step (unless it is committed
+        already, evaluations included) and stop with the signal's exception."""
+        guard = self.stop_guard
+        if guard is None or guard.pending is None:
+            return
+        guard.cancel_timer()  # the commit below is the point of waiting: no grace period cuts it short
+        if self.committed is None or self.committed.get("steps") != int(num_timesteps):
+            self.checkpoint(num_timesteps, agent)
+        guard.raise_now()
 
     def run_eval(self, num_timesteps: int, agent) -> dict:
         result = evaluate(agent, self.env_id, self.eval_episodes, seed=EVAL_SEED, env_kwargs=self.env_kwargs)
@@ -164,9 +264,14 @@ class TrainingCallback:
     def mark_stopped(self, status: str) -> None:
         """run.json after an interruption or error: the last commit's state with ``status``
         (nothing if nothing was committed: the caller removes such a run directory)."""
-        if self.committed is None:
+        committed = self.committed
+        ckpt = runs.committed_checkpoint(self.run_dir)  # a commit a second Ctrl-C cut short may have moved `latest`
+        on_disk = runs.committed_state(ckpt) if ckpt is not None else None
+        if isinstance(on_disk, dict):
+            committed = on_disk
+        if committed is None:
             return
-        runs.write_run_json(self.run_dir, {**self.committed, "status": status})
+        runs.write_run_json(self.run_dir, {**committed, "status": status})
 
 
 def _versions() -> dict:
@@ -251,10 +356,13 @@ def check_device(device: str, hint: str = "") -> None:
 
 def _family_spaces(cls):
     """(observation space types, action space types) an algorithm's networks accept, or None if
-    the agent checks its env itself (World Models). Hand-written agents: rlkit.networks
-    (``make_torso``: Box; ``ActionHead``: Discrete, MultiDiscrete, Box). Baseline adapters: what SB3's
-    preprocessing accepts (or the adapter's own ``observation_spaces``), and its ``action_spaces``."""
+    the agent checks its env itself (World Models). Hand-written agents: rlkit.spaces (observations:
+    Box, Discrete, MultiDiscrete, MultiBinary, Dict, Tuple; actions: Box, Discrete, MultiDiscrete,
+    MultiBinary). Baseline adapters: what SB3's preprocessing accepts (or the adapter's own
+    ``observation_spaces``), and its ``action_spaces``."""
     from gymnasium import spaces
+
+    from rlkit.spaces import ACTION_SPACES, OBSERVATION_SPACES
 
     module = cls.__module__
     if module.startswith("rlkit.baselines."):  # SB3 preprocesses these; an adapter may narrow them
@@ -263,7 +371,7 @@ def _family_spaces(cls):
         return tuple(obs), tuple(cls.action_spaces)
     names = {f for f in getattr(cls.Config, "__dataclass_fields__", {})}
     if {"hidden", "activation", "cnn"} <= names:  # built by rlkit.onpolicy.build_parts
-        return (spaces.Box,), (spaces.Discrete, spaces.MultiDiscrete, spaces.Box)
+        return OBSERVATION_SPACES, ACTION_SPACES
     return None
 
 
@@ -296,6 +404,13 @@ def check_env_for(cls, algo: str, env_id: str, env_kwargs: dict) -> None:
         if not isinstance(space, accepted):
             raise UsageError(f"{algo} does not support {env_id}: its {kind} space is {space} "
                              f"({algo} accepts {', '.join(t.__name__ for t in accepted)})")
+    if gym.spaces.Tuple in supported[0]:  # the hand-written agents: every part of a Dict / Tuple too
+        from rlkit.spaces import check_observation_space
+
+        try:
+            check_observation_space(obs_space)
+        except ValueError as exc:
+            raise UsageError(f"{algo} does not support {env_id}: {exc}") from None
 
 
 def _start_run_dir(runs_root: Path | None, run_dir: Path | None, env_id: str, algo: str,
@@ -359,16 +474,21 @@ def train(algo: str, env_id: str, *, steps: int | None = None, seed: int = 0, n_
           run_dir: Path | None = None, eval_every: int = 10_000, eval_episodes: int = 10,
           stop_at_return: float | None = None, checkpoint_every: int | None = None,
           final_eval_episodes: int = 100, progress: bool = True, quiet: bool = False,
-          command: list[str] | None = None, untuned: bool = False) -> Path:
+          command: list[str] | None = None, untuned: bool = False, env_packages: list[str] | None = None,
+          on_step=None, on_eval=None) -> Path:
     """Train a fresh run. Everything is validated before the run directory is created.
 
     ``quiet``: no progress bar and no evaluation lines. ``command``: the CLI arguments, recorded in
-    config.yaml (default: this process's command line)."""
-    from rlkit import registry
+    config.yaml (default: this process's command line). ``env_id`` may name a user's env as
+    ``module:EnvId`` or ``module:Class``, and ``env_packages`` lists modules to import first
+    (rlkit.plugins); config.yaml records the canonical id and the imports. ``on_step(num_timesteps,
+    agent)`` and ``on_eval(num_timesteps, result, agent)`` are the Python API's callbacks (rlkit.api);
+    either returning False ends the run there (committed, status finished)."""
+    from rlkit import plugins, registry
 
     global current_run_dir
     registry.check_algo(algo)
-    registry.check_env(env_id)
+    env_id, env_packages = plugins.resolve_env(env_id, env_packages)
     if not 0 <= int(seed) <= MAX_SEED:
         raise UsageError(f"--seed must be an integer in [0, {MAX_SEED}], got {seed}")
     check_device(device)
@@ -386,7 +506,8 @@ def train(algo: str, env_id: str, *, steps: int | None = None, seed: int = 0, n_
     check_env_for(cls, algo, env_id, env_kwargs)
     if checkpoint_every is None:
         checkpoint_every = min(max(eval_every, steps // 10), CHECKPOINT_EVERY_CAP)
-    settings = dict(algo=algo, env=env_id, env_kwargs=env_kwargs, seed=seed, total_steps=int(steps),
+    settings = dict(algo=algo, env=env_id, env_packages=env_packages, env_kwargs=env_kwargs, seed=seed,
+                    total_steps=int(steps),
                     device=device, backend=backend, workers=workers, ray_address=ray_address,
                     eval_every=eval_every, eval_episodes=eval_episodes, stop_at_return=stop_at_return,
                     checkpoint_every=checkpoint_every, final_eval_episodes=int(final_eval_episodes),
@@ -396,7 +517,8 @@ def train(algo: str, env_id: str, *, steps: int | None = None, seed: int = 0, n_
     current_run_dir = run_dir
     try:
         runs.write_config(run_dir, settings)
-        return _run(cls, cfg, settings, run_dir, progress=progress, device=device, quiet=quiet)
+        return _run(cls, cfg, settings, run_dir, progress=progress, device=device, quiet=quiet,
+                    hooks=(on_step, on_eval))
     except BaseException:
         # A run that never reached its first commit is not worth keeping half-made.
         if runs.committed_checkpoint(run_dir) is None:
@@ -477,7 +599,7 @@ def _resume_locked(run_dir: Path, progress: bool, device: str | None, steps: int
 
 
 def _run(cls, cfg, settings, run_dir, progress, checkpoint=None, device=None, info=None, on_ready=None,
-         quiet=False) -> Path:
+         quiet=False, hooks=(None, None)) -> Path:
     """Build (or load from ``checkpoint``) the agent, call ``on_ready()`` once it exists, train,
     evaluate, commit the last checkpoint, confirm, and write the final run.json."""
     from rlkit.checkpoint import load_agent_checkpoint
@@ -513,6 +635,7 @@ def _run(cls, cfg, settings, run_dir, progress, checkpoint=None, device=None, in
                                 settings.get("stop_at_return"), int(settings["checkpoint_every"]),
                                 start_step=start_step, wall_offset=wall_offset, committed=committed, solved=solved)
     callback.t0 = t0
+    callback.user_on_step, callback.user_on_eval = hooks
     try:
         if checkpoint is None:
             agent = _construct(cls, env_id, cfg, seed=seed, device=device, run_dir=run_dir, logger=logger,

@@ -53,6 +53,10 @@ def start_ray(num_cpus: int | None = None, address: str | None = None) -> bool:
     if ray.is_initialized():
         return False
     quiet = {"log_to_driver": False, "logging_level": logging.WARNING}
+    from rlkit.plugins import worker_env_vars
+
+    if worker_env_vars():  # the user's env packages, imported by every worker (rlkit.plugins)
+        quiet["runtime_env"] = {"env_vars": worker_env_vars()}
     # Ray keeps its default token authentication; its notice about it is not for our users.
     logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
     address = address or os.environ.get("RAY_ADDRESS")
@@ -145,12 +149,14 @@ def check_reachable(address: str, timeout: float = 3.0) -> None:
 
 
 class _Host:
-    """What every backend runs in a worker's process: it registers rlkit's envs, builds the worker
-    and calls it. A driver-side gym.register is invisible to other processes, hence the import."""
+    """What every backend runs in a worker's process: it registers rlkit's envs and imports the user's
+    env packages (rlkit.plugins), builds the worker and calls it. A driver-side gym.register is
+    invisible to other processes, hence the imports."""
 
-    def __init__(self, worker_cls, rank: int, args: tuple, kwargs: dict):
-        import envs  # noqa: F401
+    def __init__(self, worker_cls, rank: int, args: tuple, kwargs: dict, env_packages: tuple | None = None):
+        from rlkit.plugins import import_in_worker
 
+        import_in_worker(env_packages)  # what the driver imported when it started this worker
         self.worker = worker_cls(rank, *args, **kwargs)
 
     def run(self, method: str, args: tuple):
@@ -212,11 +218,11 @@ class _InProcess:
         self.host.close()
 
 
-def _serve(conn, worker_cls, rank: int, args: tuple, kwargs: dict) -> None:
+def _serve(conn, worker_cls, rank: int, args: tuple, kwargs: dict, env_packages: tuple) -> None:
     """Body of a spawn process: build the worker, then answer (method, args) requests until None."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C belongs to the driver, which closes the group
     try:
-        host = _Host(worker_cls, rank, args, kwargs)
+        host = _Host(worker_cls, rank, args, kwargs, env_packages)
     except Exception as exc:
         conn.send(("error", _describe(exc)))
         return
@@ -257,7 +263,9 @@ class _Processes:
         ctx = mp.get_context("spawn")
         parent, child = ctx.Pipe()
         worker_cls, args, kwargs = self.spec
-        proc = ctx.Process(target=_serve, args=(child, worker_cls, rank, args, kwargs),
+        from rlkit.plugins import packages_state
+
+        proc = ctx.Process(target=_serve, args=(child, worker_cls, rank, args, kwargs, packages_state()),
                            name=f"rlkit-worker-{rank}", daemon=True)
         proc.start()
         child.close()  # keep only the worker's end open, so its death reads as EOF here
@@ -364,7 +372,9 @@ class _RayActors:
         if cpus < n:  # the actors would wait for CPUs forever
             raise WorkerError(f"{n} workers need {n} CPUs but the Ray cluster has {cpus:g}")
         actor = ray.remote(num_cpus=1, max_restarts=max_restarts, max_task_retries=max_restarts)(_Host)
-        self.actors = [actor.remote(worker_cls, rank, args, kwargs) for rank in range(n)]
+        from rlkit.plugins import packages_state
+
+        self.actors = [actor.remote(worker_cls, rank, args, kwargs, packages_state()) for rank in range(n)]
         errors = []
         try:
             for rank, ready in enumerate([a.ready.remote() for a in self.actors]):

@@ -56,6 +56,45 @@ def test_list(rlkit_cli):
     assert "sb3-ppo" in proc.stdout and "ppo" in proc.stdout
 
 
+# What each verb must not import (start-up time): `rlkit --help` and `rlkit list` no torch at all;
+# eval and render of a ppo run neither the baselines' stacks, TensorBoard, pandas, matplotlib, nor
+# torch's compiler stack (torch._dynamo, which building any torch optimizer imports).
+HEAVY_FOR_EVAL = ("torch._dynamo", "sympy", "stable_baselines3", "ray", "pandas", "tensorboard",
+                  "torch.utils.tensorboard", "matplotlib", "scipy")
+
+
+def _imported_by(args, cwd, watch) -> list[str]:
+    """Run ``rlkit ARGS`` through cli.main in a fresh interpreter; which of ``watch`` it imported."""
+    probe = ("import sys, cli\ncode = cli.main(sys.argv[1:])\n"
+             f"print('IMPORTED', *[m for m in {tuple(watch)!r} if m in sys.modules])\nsys.exit(code)")
+    proc = subprocess.run([sys.executable, "-c", probe, *map(str, args)], capture_output=True, text=True, cwd=cwd,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.strip().splitlines()[-1].split()[1:]
+
+
+def test_list_imports_no_torch():
+    assert _imported_by(["list"], ROOT, ("torch", "ray", "stable_baselines3", "gymnasium.envs.box2d")) == []
+
+
+def test_eval_and_render_of_a_ppo_run_import_only_what_they_need(trained, tmp_path):
+    assert _imported_by(["eval", trained["ppo"], "--episodes", "1"], ROOT, HEAVY_FOR_EVAL) == []
+    assert _imported_by(["render", trained["ppo"], "--out", tmp_path / "ep.gif"], ROOT, HEAVY_FOR_EVAL) == []
+    assert (tmp_path / "ep.gif").stat().st_size > 1000
+
+
+def test_torch_import_is_frozen_out_of_the_collectors_way(trained):
+    """The CLI imports torch with the collector off, then freezes what the import made
+    (rlkit.commands._FreezeAfterImport); the collector is on again afterwards."""
+    probe = ("import gc, sys, cli\ncode = cli.main(sys.argv[1:])\n"
+             "print('GC', gc.get_freeze_count(), gc.isenabled(), 'torch' in sys.modules)\nsys.exit(code)")
+    proc = subprocess.run([sys.executable, "-c", probe, "eval", str(trained["ppo"]), "--episodes", "1"],
+                          capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    _, frozen, enabled, torch_imported = proc.stdout.strip().splitlines()[-1].split()
+    assert int(frozen) > 50_000 and enabled == "True" and torch_imported == "True"
+
+
 @pytest.mark.parametrize("algo", ["ppo", "sb3-ppo"])
 def test_run_directory_layout(trained, algo):
     run_dir = trained[algo]

@@ -287,3 +287,63 @@ def test_use_sde_on_a_discrete_action_space_is_a_usage_error():
 
     with pytest.raises(UsageError, match="use_sde needs a continuous"):
         PPO("CartPole-v1", _cfg(PPO, use_sde=True), seed=0, device="cpu")
+
+
+def _optimizer_states_equal(a: dict, b: dict) -> bool:
+    if a["param_groups"] != b["param_groups"] or a["state"].keys() != b["state"].keys():
+        return False
+    return all(x.keys() == y.keys() and all(torch.equal(torch.as_tensor(x[k]), torch.as_tensor(y[k])) for k in x)
+               for x, y in ((a["state"][i], b["state"][i]) for i in a["state"]))
+
+
+@pytest.mark.parametrize("algo", ["ppo", "actor-critic", "reinforce", "a3c"])
+def test_loaded_agent_builds_its_optimizer_on_first_use_with_the_saved_statistics(algo, tmp_path):
+    """Loading leaves the optimizer unbuilt (eval and render never need it, and building one imports
+    torch's compiler stack, rlkit.onpolicy.LazyOptimizer); training builds it with the checkpoint's
+    statistics, and saving an agent that never built it keeps them."""
+    from rlkit.checkpoint import load_checkpoint
+    from rlkit.onpolicy import LazyOptimizer
+    from rlkit.registry import load_algo
+
+    cls = load_algo(algo)
+    agent = cls("CartPole-v1", cls.Config(n_envs=2, n_steps=8), seed=0, device="cpu")
+    try:
+        assert not LazyOptimizer.is_built(agent)
+        for _ in range(2):  # statistics that differ from a fresh optimizer's
+            for p in agent.model.parameters():
+                p.grad = torch.randn_like(p)
+            agent.optimizer.step()
+        agent.optimizer.param_groups[0]["lr"] *= 0.5  # as an annealed run leaves it
+        agent.save(tmp_path / "a.pt")
+        original = agent.optimizer.state_dict()
+    finally:
+        agent.close()
+    saved = load_checkpoint(tmp_path / "a.pt")[0]["optimizer"]
+    assert _optimizer_states_equal(saved, original)
+
+    loaded = cls.load(tmp_path / "a.pt")
+    try:
+        assert not LazyOptimizer.is_built(loaded)
+        loaded.save(tmp_path / "b.pt")  # saved again without building it: the statistics travel on
+        assert not LazyOptimizer.is_built(loaded)
+        assert _optimizer_states_equal(load_checkpoint(tmp_path / "b.pt")[0]["optimizer"], original)
+        assert _optimizer_states_equal(loaded.optimizer.state_dict(), original)  # built now, loaded
+        assert LazyOptimizer.is_built(loaded)
+        params = set(map(id, loaded.model.parameters()))
+        assert {id(p) for g in loaded.optimizer.param_groups for p in g["params"]} == params
+    finally:
+        loaded.close()
+
+
+def test_an_optimizer_state_that_does_not_fit_the_model_is_refused_at_load(tmp_path):
+    """The optimizer is built later, but a misfit is still a load error (rlkit.checkpoint: exit 2)."""
+    from rlkit.checkpoint import load_checkpoint, save_checkpoint
+
+    agent = PPO("CartPole-v1", _cfg(PPO), seed=0, device="cpu")
+    agent.save(tmp_path / "a.pt")
+    agent.close()
+    state, meta = load_checkpoint(tmp_path / "a.pt")
+    state["optimizer"]["param_groups"][0]["params"].pop()
+    save_checkpoint(tmp_path / "a.pt", state, meta)
+    with pytest.raises(ValueError, match="optimizer state"):
+        PPO.load(tmp_path / "a.pt")

@@ -109,13 +109,15 @@ class Config:
 class EnvCreator:
     """RLlib's env creator for one env id: ``gym.make(env_id, **env_config)`` in whichever process
     RLlib calls it. It imports ``envs`` first: a gym.register in the driver is not seen by other
-    processes (docs/architecture.md §8). A module-level class, so Ray pickles it by reference."""
+    processes (docs/architecture.md §8; rlkit.plugins). A module-level class, so Ray pickles it by reference."""
 
     def __init__(self, env_id: str):
         self.env_id = env_id
 
     def __call__(self, env_config) -> gym.Env:
-        import envs  # noqa: F401  registers the rlkit/* ids in this process
+        from rlkit.plugins import import_in_worker
+
+        import_in_worker()  # registers the rlkit/* ids and the user's env packages in this process
 
         return gym.make(self.env_id, **dict(env_config or {}))
 
