@@ -84,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--algo", help="algorithm name (see `rlkit list`)")
     t.add_argument("--env", help="Gymnasium env id, e.g. CartPole-v1 or rlkit/GridWorld-v0; a user's env as "
                                  "pkg.module:EnvId (the module registers EnvId) or pkg.module:Class (a gymnasium.Env "
-                                 "class, registered under its name)")
+                                 "class, registered as Class-v0)")
     t.add_argument("--env-package", action="append", default=None, metavar="MODULE",
                    help="import MODULE before making the env (it registers the user's envs); repeatable. "
                         "Recorded in config.yaml, so eval, render, --resume and workers import it again")
