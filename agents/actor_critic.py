@@ -5,7 +5,10 @@ envs, compute returns R_t and advantages A_t = R_t - V(s_t) with one backward pa
 rollout (``gae_lambda: 1.0`` gives the classic n-step return r_t + γ r_{t+1} + ... + γ^k V(s_{t+k}),
 λ < 1 gives GAE), then ONE gradient step on
 
-    L = -E[log π(a|s) A] + c_v E[(V - R)^2] / 2 - c_e E[H[π]]
+    L = -E[log π(a|s) A] + c_v E[(V - R)^2] - c_e E[H[π]]
+
+(SB3's A2C loss, ``vf_coef`` times the plain MSE, so the RL Zoo's numbers mean the same here;
+tests/test_equivalence.py checks an update against SB3's, parameter by parameter.)
 
 Returns stop at every episode end; they bootstrap with V(final observation) at a truncation and with
 V(next obs) at the rollout cut, and are zero after a true termination (``rlkit.returns.gae``). The
@@ -49,7 +52,7 @@ class Config:
     gae_lambda: float = 1.0           # 1.0 = n-step returns, < 1 = GAE
     normalize_advantage: bool = False
     ent_coef: float = 0.0
-    vf_coef: float = 0.5
+    vf_coef: float = 0.25             # x MSE, as SB3 (whose default is 0.5); 0.25 = the earlier 0.5 x MSE / 2
     max_grad_norm: float | None = 0.5
     norm_obs: bool = False
     norm_reward: bool = False
@@ -112,7 +115,7 @@ def a2c_loss(model, b, c, avg_reward: float | None):
     # parameters), so log π and V here equal the collected ones but carry the graph.
     dist, values = model(obs)
     pg_loss = -(dist.log_prob(actions) * advantages).mean()
-    v_loss = 0.5 * ((values - returns) ** 2).mean()
+    v_loss = ((values - returns) ** 2).mean()  # vf_coef x MSE, as SB3
     entropy = dist.entropy().mean()
     loss = pg_loss + c.vf_coef * v_loss - c.ent_coef * entropy
 

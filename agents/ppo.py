@@ -4,11 +4,16 @@ The whole algorithm is in ``PPO.learn``/``PPO.update``: collect T steps from N e
 advantages (bootstrapping on truncation, masking autoreset steps), then a few epochs of minibatch
 SGD on
 
-    L = -E[min(ρ A, clip(ρ, 1-ε, 1+ε) A)] + c_v E[(V - R)^2] / 2 - c_e E[H[π]]
+    L = -E[min(ρ A, clip(ρ, 1-ε, 1+ε) A)] + c_v E[(V - R)^2] - c_e E[H[π]]
 
-with ρ = π(a|s) / π_old(a|s). Options: value clipping, target-KL early stop, linear learning-rate
-decay, gradient clipping, observation/reward normalisation, and ``objective: average``
-(differential returns r - ρ̄ with a learned average-reward estimate ρ̄, for continuing tasks).
+with ρ = π(a|s) / π_old(a|s): SB3's PPO loss, ``vf_coef`` times the plain MSE, so the RL Zoo's
+numbers mean the same here. Options, each as SB3 has it: value clipping (``clip_range_vf``: the
+prediction kept within ±clip_range_vf of the rollout's value, then the MSE), target-KL early stop
+(``target_kl``: a minibatch whose approximate KL exceeds 1.5 target_kl is not applied and ends the
+update), linear learning-rate decay, gradient clipping, observation/reward normalisation; and
+``objective: average`` (differential returns r - ρ̄ with a learned average-reward estimate ρ̄, for
+continuing tasks), which SB3 does not have. tests/test_equivalence.py checks an update against
+SB3's, parameter by parameter.
 """
 
 from __future__ import annotations
@@ -46,7 +51,7 @@ class Config:
     clip_range_vf: float | None = None
     normalize_advantage: bool = True
     ent_coef: float = 0.0
-    vf_coef: float = 0.5
+    vf_coef: float = 0.25             # x MSE, as SB3 (whose default is 0.5); 0.25 = the earlier 0.5 x MSE / 2
     max_grad_norm: float = 0.5
     target_kl: float | None = None
     norm_obs: bool = False
@@ -125,8 +130,10 @@ class PPO:
         advantages, returns = advantages.flatten()[valid], returns.flatten()[valid]
 
         n = obs.shape[0]
-        clipfracs, kls = [], []
+        clipfracs, pg_losses, v_losses, entropies = [], [], [], []  # per minibatch, as tensors: no host sync
+        stop = False
         for _epoch in range(c.n_epochs):
+            kls = []  # this epoch's, as SB3 logs them
             perm = torch.randperm(n, device=self.device)
             for start in range(0, n, c.batch_size):
                 idx = perm[start:start + c.batch_size]
@@ -141,24 +148,30 @@ class PPO:
                 if c.normalize_advantage and len(idx) > 1:
                     adv = (adv - adv.mean()) / (adv.std() + 1e-8)
                 pg_loss = torch.max(-adv * ratio, -adv * ratio.clamp(1 - c.clip_range, 1 + c.clip_range)).mean()
-                if c.clip_range_vf is None:
-                    v_loss = 0.5 * ((values - returns[idx]) ** 2).mean()
-                else:
-                    v_clipped = old_values[idx] + (values - old_values[idx]).clamp(-c.clip_range_vf, c.clip_range_vf)
-                    v_loss = 0.5 * torch.max((values - returns[idx]) ** 2, (v_clipped - returns[idx]) ** 2).mean()
+                if c.clip_range_vf is not None:  # SB3's: the clipped prediction alone, not max(clipped, unclipped)
+                    values = old_values[idx] + (values - old_values[idx]).clamp(-c.clip_range_vf, c.clip_range_vf)
+                v_loss = ((values - returns[idx]) ** 2).mean()
                 entropy = dist.entropy().mean()
                 loss = pg_loss + c.vf_coef * v_loss - c.ent_coef * entropy
+                pg_losses.append(pg_loss.detach())
+                v_losses.append(v_loss.detach())
+                entropies.append(entropy.detach())
+                # SB3's early stop: checked per minibatch, before its step, which is then not taken
+                if c.target_kl is not None and float(kls[-1]) > 1.5 * c.target_kl:
+                    stop = True
+                    break
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(self.params, c.max_grad_norm, foreach=True)
                 self.optimizer.step()
-            if c.target_kl is not None:  # early stop on the last epoch's mean KL
-                if float(torch.stack(kls[-max(1, n // c.batch_size):]).mean()) > 1.5 * c.target_kl:
-                    break
+            if stop:
+                break
         var_y = returns.var()
         explained = float(1 - (returns - old_values).var() / var_y) if var_y > 0 else float("nan")
-        return {"train/loss": loss.item(), "train/policy_gradient_loss": pg_loss.item(),
-                "train/value_loss": v_loss.item(), "train/entropy_loss": -entropy.item(),
+        # SB3's tags and values: the losses' means over every minibatch, the last epoch's mean KL
+        return {"train/loss": loss.item(), "train/policy_gradient_loss": float(torch.stack(pg_losses).mean()),
+                "train/value_loss": float(torch.stack(v_losses).mean()),
+                "train/entropy_loss": -float(torch.stack(entropies).mean()),
                 "train/approx_kl": float(torch.stack(kls).mean()),
                 "train/clip_fraction": float(torch.stack(clipfracs).mean()),
                 "train/explained_variance": explained, "train/average_reward": self.avg_reward}

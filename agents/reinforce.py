@@ -7,7 +7,7 @@ per env, long enough to hold whole episodes), compute the reward-to-go
 
 then ONE gradient step on
 
-    L = -E[log π(a_t|s_t) (G_t - b(s_t))] + c_v E[(V(s_t) - G_t)^2] / 2 - c_e E[H[π]]
+    L = -E[log π(a_t|s_t) (G_t - b(s_t))] + c_v E[(V(s_t) - G_t)^2] - c_e E[H[π]]
 
 With ``baseline: true`` b = V, a learned value network (the critic of the shared ActorCritic) fitted to G_t
 by the second term; it reduces variance and leaves the gradient unbiased. With ``baseline: false``
@@ -52,7 +52,7 @@ class Config:
     baseline: bool = True             # learned state-value baseline b(s) = V(s)
     normalize_advantage: bool = True  # standardise G - b over the batch (a second, batch-level baseline)
     ent_coef: float = 0.0
-    vf_coef: float = 0.5
+    vf_coef: float = 0.25             # x MSE, as PPO and A2C (SB3's convention); 0.25 = the earlier 0.5 x MSE / 2
     max_grad_norm: float | None = 0.5
     norm_obs: bool = False
     norm_reward: bool = False
@@ -115,7 +115,7 @@ class Reinforce:
         if c.normalize_advantage and advantages.numel() > 1:
             advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
         pg_loss = -(dist.log_prob(actions) * advantages).mean()
-        v_loss = 0.5 * ((values - returns) ** 2).mean() if values is not None else torch.zeros(())
+        v_loss = ((values - returns) ** 2).mean() if values is not None else torch.zeros(())
         entropy = dist.entropy().mean()
         loss = pg_loss + c.vf_coef * v_loss - c.ent_coef * entropy
         self.optimizer.zero_grad(set_to_none=True)

@@ -1,7 +1,23 @@
 """Observation and return running statistics, owned by the learner.
 
-Gymnasium's vector wrappers ``NormalizeObservation`` and ``NormalizeReward`` do the arithmetic;
-``Normalizers`` only decides who owns their statistics. The learner holds one ``Normalizers``;
+The wrappers ``NormalizeObs`` and ``NormalizeReturn`` do SB3's VecNormalize arithmetic (the
+statistics in float64, ``epsilon`` 1e-8) under Gymnasium's NEXT_STEP autoreset (docs/architecture.md
+§3); ``tests/test_equivalence.py`` checks their statistics and outputs against VecNormalize's.
+Per env copy and step, as VecNormalize:
+
+- observations: the statistics are updated with the observation the policy acts on next, then it is
+  normalised (and clipped). An episode's final observation (returned at its end step under
+  NEXT_STEP) is normalised but never counted, as VecNormalize never counts ``terminal_observation``;
+  the new episode's first observation is counted at the reset step.
+- rewards: the discounted return is updated (``returns = returns * gamma + reward``), its statistics
+  are updated, the reward is divided by the return's std (and clipped), and the return restarts at
+  every episode end, terminated or truncated. The reset step is no transition: its 0 reward is
+  neither added nor counted. (Gymnasium's own ``NormalizeReward`` zeroes the return *before* adding
+  a terminal reward, so that reward is carried into the next episode, and never zeroes it on
+  truncation: over random BipedalWalker-v3 actions its return std came out 2.23x VecNormalize's in
+  issue 35's review, 5.2x with 8 copies x 3000 steps and gamma 0.99.)
+
+``Normalizers`` decides who owns the statistics. The learner holds one ``Normalizers``;
 every env it wraps points its wrapper at these same ``RunningMeanStd`` objects, so a local
 collector updates the learner's statistics directly, and a remote worker (docs/architecture.md,
 workers) receives them with the weights as plain data (``state()`` / ``load_state()``).
@@ -9,7 +25,7 @@ workers) receives them with the weights as plain data (``state()`` / ``load_stat
 
 Observations that are not a Box arrive flattened (rlkit.spaces): statistics are kept for the whole
 flat vector, but only its non-image Box parts are normalised (and clipped); one-hot, binary and
-pixel parts pass unchanged (``PartlyNormalizeObservation``), as SB3's VecNormalize normalises only
+pixel parts pass unchanged (``NormalizeObs``'s ``mask``), as SB3's VecNormalize normalises only
 Box keys. A space with no such part (FrozenLake's Discrete) is not normalised at all.
 
 A3C's Hogwild workers (agents/a3c.py) share the learner's statistics instead: ``share_memory()``
@@ -27,9 +43,8 @@ import gymnasium as gym
 import numpy as np
 import torch
 from gymnasium.wrappers.utils import RunningMeanStd
-from gymnasium.wrappers.vector import ClipReward, NormalizeObservation, NormalizeReward, TransformObservation
 
-EPSILON = 1e-8  # the wrappers' default, used the same way by normalize()
+EPSILON = 1e-8  # VecNormalize's (and Gymnasium's wrappers') default, used the same way by normalize()
 
 
 def rms_state(rms: RunningMeanStd) -> dict:
@@ -46,7 +61,7 @@ def load_rms(rms: RunningMeanStd, state: dict) -> None:
 
 
 def normalize(obs: np.ndarray, rms: RunningMeanStd, eps: float = EPSILON) -> np.ndarray:
-    """Frozen observation normalisation, matching Gymnasium's NormalizeObservation."""
+    """Frozen observation normalisation, as VecNormalize's (float32 out)."""
     return ((obs - rms.mean) / np.sqrt(rms.var + eps)).astype(np.float32)
 
 
@@ -92,28 +107,43 @@ class SharedRMS(RunningMeanStd):
     del _get
 
 
-class PartlyNormalizeObservation(NormalizeObservation):
-    """NormalizeObservation of the entries ``mask`` of a flat observation (then clipped to ±clip when
-    given); the other entries (one-hot, binary, pixels) are left as the env gave them."""
+class NormalizeObs(gym.vector.VectorWrapper):
+    """SB3's VecNormalize observation normalisation under NEXT_STEP autoreset (module docstring):
+    ``obs_rms`` is updated with every observation except an ended episode's final one, then the
+    observations are normalised; ``mask`` (None: all) names the entries to normalise (then clipped
+    to ±clip when given), the others (one-hot, binary, pixels) are left as the env gave them."""
 
-    def __init__(self, env, mask: np.ndarray, clip: float | None):
+    def __init__(self, env, obs_rms: RunningMeanStd, mask: np.ndarray | None = None, clip: float | None = None,
+                 epsilon: float = EPSILON):
         super().__init__(env)
-        self.mask, self.clip = mask, clip
+        self.obs_rms, self.mask, self.clip, self.epsilon = obs_rms, mask, clip, epsilon
 
-    def observations(self, observations):
-        return keep_unnormalized(super().observations(observations), observations, self.mask, self.clip)
+    def reset(self, *, seed=None, options=None):
+        obs, infos = self.env.reset(seed=seed, options=options)
+        self.obs_rms.update(obs)
+        return normalized(obs, self.obs_rms, self.mask, self.clip, self.epsilon), infos
+
+    def step(self, actions):
+        obs, rewards, terminated, truncated, infos = self.env.step(actions)
+        fresh = ~np.logical_or(terminated, truncated)  # an ended copy's observation is its final one
+        if fresh.any():
+            self.obs_rms.update(obs[fresh])
+        return normalized(obs, self.obs_rms, self.mask, self.clip, self.epsilon), rewards, terminated, truncated, infos
 
 
-def keep_unnormalized(normalized: np.ndarray, raw: np.ndarray, mask: np.ndarray, clip: float | None) -> np.ndarray:
-    out = np.asarray(normalized, dtype=np.float32)
+def normalized(obs: np.ndarray, rms: RunningMeanStd, mask: np.ndarray | None, clip: float | None,
+               eps: float = EPSILON) -> np.ndarray:
+    """``obs`` normalised with frozen statistics (``mask``: only those entries), clipped to ±clip."""
+    out = normalize(obs, rms, eps)
     if clip is not None:
         out = np.clip(out, -clip, clip)
-    out[..., ~mask] = raw[..., ~mask]
+    if mask is not None:
+        out[..., ~mask] = obs[..., ~mask]
     return out
 
 
 class KeepEnvReward(gym.vector.VectorWrapper):
-    """Puts the env's own rewards in ``infos["env_reward"]`` before NormalizeReward rescales them,
+    """Puts the env's own rewards in ``infos["env_reward"]`` before NormalizeReturn rescales them,
     so the logged reward rate stays in the env's units."""
 
     def step(self, actions):
@@ -122,13 +152,45 @@ class KeepEnvReward(gym.vector.VectorWrapper):
         return obs, rewards, terminated, truncated, infos
 
 
+class NormalizeReturn(gym.vector.VectorWrapper):
+    """SB3's VecNormalize reward scaling under NEXT_STEP autoreset (module docstring): add the
+    reward to the discounted return, update ``return_rms``, scale (and clip to ±clip when given),
+    then restart the return of every copy whose episode ended, terminated or truncated. A copy's
+    reset step (the step after its episode ended) is skipped: no reward, no update."""
+
+    def __init__(self, env, return_rms: RunningMeanStd, gamma: float, clip: float | None = None,
+                 epsilon: float = EPSILON):
+        super().__init__(env)
+        self.return_rms, self.gamma, self.clip, self.epsilon = return_rms, gamma, clip, epsilon
+        self.returns = np.zeros(self.num_envs)
+        self.resetting = np.zeros(self.num_envs, dtype=bool)  # the copies due a reset step
+
+    def reset(self, *, seed=None, options=None):
+        self.returns[:] = 0.0
+        self.resetting[:] = False
+        return self.env.reset(seed=seed, options=options)
+
+    def step(self, actions):
+        obs, rewards, terminated, truncated, infos = self.env.step(actions)
+        live = ~self.resetting
+        self.returns[live] = self.returns[live] * self.gamma + rewards[live]
+        if live.any():
+            self.return_rms.update(self.returns[live])
+        scaled = rewards / np.sqrt(self.return_rms.var + self.epsilon)
+        if self.clip is not None:
+            scaled = np.clip(scaled, -self.clip, self.clip)
+        self.resetting = np.logical_or(terminated, truncated)
+        self.returns[self.resetting] = 0.0
+        return obs, scaled, terminated, truncated, infos
+
+
 class Normalizers:
     """The learner's observation statistics (``norm_obs``) and discounted-return statistics
     (``norm_reward``, scaled with ``gamma`` as in SB3's VecNormalize); either may be off (None).
 
     ``clip``: the normalised observations and rewards are clipped to [-clip, clip], as SB3's
-    VecNormalize does (its clip_obs and clip_reward, both 10 by default); None leaves them as
-    Gymnasium's wrappers give them. Without it, the first goal reward of a sparse task divided by a
+    VecNormalize does (its clip_obs and clip_reward, both 10 by default: ``norm_clip: 10``); None
+    leaves them unclipped. Without it, the first goal reward of a sparse task divided by a
     return std that only saw small costs can be a thousand times larger than anything before it.
     """
 
@@ -142,36 +204,22 @@ class Normalizers:
         self.obs_mask = normalized_parts(obs_space)
         norm_obs = norm_obs and (self.obs_mask is None or bool(self.obs_mask.any()))
         obs_space = flat_space(obs_space)
-        self.obs_rms = rms(shape=obs_space.shape, dtype=obs_space.dtype) if norm_obs else None
+        # float64, as VecNormalize keeps them (Gymnasium's wrapper would use the space's float32)
+        self.obs_rms = rms(shape=obs_space.shape) if norm_obs else None
         self.return_rms = rms(shape=()) if norm_reward else None
 
     def wrap(self, venv):
         """``venv`` with the normalising wrappers switched on, updating this object's statistics."""
-        if self.obs_rms is not None and self.obs_mask is not None:
-            venv = PartlyNormalizeObservation(venv, self.obs_mask, self.clip)
-            venv.obs_rms = self.obs_rms
-        elif self.obs_rms is not None:
-            venv = NormalizeObservation(venv)
-            venv.obs_rms = self.obs_rms
-            if self.clip is not None:
-                venv = TransformObservation(venv, self._clip_obs)
+        if self.obs_rms is not None:
+            venv = NormalizeObs(venv, self.obs_rms, self.obs_mask, self.clip)
         if self.return_rms is not None:
-            venv = NormalizeReward(KeepEnvReward(venv), gamma=self.gamma)
-            venv.return_rms = self.return_rms
-            if self.clip is not None:
-                venv = ClipReward(venv, -self.clip, self.clip)
+            venv = NormalizeReturn(KeepEnvReward(venv), self.return_rms, self.gamma, self.clip)
         return venv
-
-    def _clip_obs(self, obs: np.ndarray) -> np.ndarray:
-        return np.clip(obs, -self.clip, self.clip)
 
     def normalize_obs(self, obs: np.ndarray) -> np.ndarray:
         if self.obs_rms is None:
             return obs
-        if self.obs_mask is not None:
-            return keep_unnormalized(normalize(obs, self.obs_rms), obs, self.obs_mask, self.clip)
-        obs = normalize(obs, self.obs_rms)
-        return obs if self.clip is None else self._clip_obs(obs)
+        return normalized(obs, self.obs_rms, self.obs_mask, self.clip)
 
     def state(self) -> dict:
         out = {}
