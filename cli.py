@@ -14,6 +14,7 @@ EXAMPLES = """examples:
   rlkit render runs/CartPole-v1/ppo__s0__20260101-120000 --out cartpole.gif
   rlkit compare runs/CartPole-v1
   rlkit tensorboard
+  rlkit tune --algo ppo --env CartPole-v1 --stop-at-return 475 --trials 30 --seed 0
 """
 
 
@@ -164,6 +165,50 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--port", type=_int("--port", 1, 65535), default=6006)
     b.add_argument("--host", type=_host, default="127.0.0.1",
                    help="address to listen on (default: 127.0.0.1, this machine only; 0.0.0.0: every interface)")
+
+    u = sub.add_parser("tune", help="search hyperparameters with Optuna: one run directory per trial, a "
+                                    "resumable study (docs/tune.md)")
+    u.add_argument("--algo", required=True, help="algorithm name (default search spaces: ppo, actor-critic, "
+                                                 "reinforce, a3c, sb3-ppo, sb3-a2c; others need --space)")
+    u.add_argument("--env", required=True, help="env id, as for train")
+    u.add_argument("--env-package", action="append", default=None, metavar="MODULE",
+                   help="import MODULE before making the env (repeatable), as for train")
+    u.add_argument("--trials", type=_int("--trials", 1), required=True,
+                   help="trials to run now; the same command again continues the study with as many more")
+    u.add_argument("--timeout", type=_float, default=None, metavar="S",
+                   help="start no new trial after S seconds (running trials finish)")
+    u.add_argument("--jobs", type=_int("--jobs", 1), default=1,
+                   help="trials at a time: 1 runs them in this process, more in worker processes or Ray actors "
+                        "(default: 1)")
+    u.add_argument("--backend", default="local", choices=["local", "ray"],
+                   help="local: this machine's processes; ray: Ray actors (default: local)")
+    u.add_argument("--ray-address", default=None, help="with --backend ray: join this Ray cluster ('auto', host:port)")
+    u.add_argument("--runs-root", default="runs",
+                   help="trials, charts and best.yaml go to RUNS_ROOT/tune/<env>/<algo or study>/ (default: runs)")
+    u.add_argument("--storage", default=None, metavar="URL",
+                   help="Optuna RDB URL of the study (default: sqlite:///RUNS_ROOT/tune/<env>/<algo>.db); a server "
+                        "URL (postgresql://..., mysql://...) lets several machines share one study")
+    u.add_argument("--study", default=None, metavar="NAME", help="study name (default: <algo>-<env>); also names "
+                                                                  "the output folder")
+    u.add_argument("--sampler", default="tpe", choices=["tpe", "random"], help="(default: tpe)")
+    u.add_argument("--pruner", default="median", choices=["median", "none"],
+                   help="median: stop a trial whose evaluations fall below the median of the complete trials "
+                        "(default: median)")
+    u.add_argument("--startup-trials", type=_int("--startup-trials", 0), default=5,
+                   help="random trials before TPE models the space, and complete trials before pruning (default: 5)")
+    u.add_argument("--space", default=None, metavar="FILE.yaml",
+                   help="search space replacing the default one (agents/hyperparams/search_spaces.yaml)")
+    u.add_argument("--seed", type=_int("--seed", 0, 2**32 - 1), default=0,
+                   help="every trial's training seed, and the sampler's (default: 0)")
+    u.add_argument("--steps", type=_int("--steps", 1), default=None,
+                   help="env steps per trial (default: the hyperparameter file's n_timesteps)")
+    u.add_argument("--stop-at-return", type=_float, default=None, metavar="R",
+                   help="minimise the env steps to an evaluation mean >= R (default: maximise the final score)")
+    u.add_argument("--eval-every", type=_int("--eval-every", 1), default=10_000,
+                   help="env steps between evaluations, each reported to the pruner (default: 10000)")
+    u.add_argument("--eval-episodes", type=_int("--eval-episodes", 1), default=10, help="(default: 10)")
+    u.add_argument("--final-eval-episodes", type=_int("--final-eval-episodes", 0), default=None,
+                   help="fresh episodes scoring each trial's end (default: 100; 0 with --stop-at-return)")
     return p
 
 
