@@ -23,21 +23,40 @@ from rlkit.errors import UsageError
 FORMAT = "rlkit-checkpoint-v1"
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temp file in the same folder, fsync, then os.replace: never half-written."""
+def atomic_write_bytes(path: Path, data: bytes, shared: bool = False) -> None:
+    """Write to a temp file in the same folder, fsync, then os.replace: never half-written.
+    The file is private to its owner (mkstemp's 0600) unless ``shared``: then it gets the mode a
+    plain ``open`` would give it (0666 less the umask), as for videos and comparison charts."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        _name_the_file(exc, path)
+        raise
+    try:
+        if shared:
+            umask = os.umask(0o022)
+            os.umask(umask)
+            os.fchmod(fd, 0o666 & ~umask)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(exc, OSError):
+            _name_the_file(exc, path)
         raise
+
+
+def _name_the_file(exc: OSError, path: Path) -> None:
+    """Make the error name the file being written (a full disk's names none; mkstemp's, the temp file),
+    so that callers can tell their output file failed (rlkit/commands.py ``_output_errors``)."""
+    if exc.filename is None or Path(exc.filename).parent == path.parent:
+        exc.filename = str(path)
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -91,7 +110,11 @@ def load_checkpoint(path: Path, device: str = "cpu") -> tuple[dict[str, Any], di
 
     path = Path(path)
     if not path.is_file():
-        raise UsageError(f"checkpoint {path} does not exist")
+        what = ("is a directory, not a checkpoint file" if path.is_dir() else
+                "is not a regular file" if path.exists() else "does not exist")
+        raise UsageError(f"checkpoint {path} {what}")
+    if path.stat().st_size == 0:
+        raise UsageError(f"checkpoint {path} is empty (0 bytes): not an rlkit checkpoint")
     try:
         # Tensors land on the CPU unless a concrete device is named; agents move them to theirs.
         blob = torch.load(path, map_location="cpu" if device == "auto" else device, weights_only=True)

@@ -16,6 +16,7 @@ back to their last periodic evaluation, and the table says how many did.
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import sys
@@ -26,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from rlkit import runs
+from rlkit.checkpoint import atomic_write_bytes
 from rlkit.errors import UsageError
 
 CONFIDENCE = 0.95
@@ -260,7 +262,9 @@ def compare(paths, out: Path | None = None, threshold: float | None = None) -> P
         plots.append((env_id, curves, ref, thr, tag))
     text = "\n".join(md)
     print(text)
-    (out / "comparison.md").write_text(text + "\n")
+    # Each file to a temp file in its folder, then renamed: a kill or a full disk mid-write leaves the
+    # previous file whole (rlkit.checkpoint.atomic_write_bytes), never a half-written one.
+    atomic_write_bytes(out / "comparison.md", (text + "\n").encode(), shared=True)
     _plot(plots, out / "comparison.png")
     print(f"wrote {out / 'comparison.md'} and {out / 'comparison.png'}")
     return out
@@ -346,6 +350,8 @@ def _plot(plots, path: Path):
         ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90)
     plt.close(fig)
+    atomic_write_bytes(Path(path), buf.getvalue(), shared=True)
     return fig

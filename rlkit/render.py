@@ -82,19 +82,19 @@ def record_episodes(agent, env_id: str, env_kwargs: dict, episodes: int, seed: i
 def write_video(frames: list[np.ndarray], out: Path, fps: int = 30) -> Path:
     import imageio.v2 as imageio
 
+    from rlkit.checkpoint import atomic_write_bytes
+
     out = Path(out)
     if out.suffix.lower() not in FORMATS:
         raise UsageError(f"--out {out}: unsupported format '{out.suffix}', accepted: {', '.join(FORMATS)}")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.stem}.tmp{out.suffix}")
-    try:
-        if out.suffix.lower() == ".gif":
-            imageio.mimsave(tmp, frames, duration=1000.0 / fps, loop=0)
-        else:
-            imageio.mimsave(tmp, frames, fps=fps, macro_block_size=1)
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
+    # Encoded in memory, then written to a temp file in the folder and renamed. imageio never opens
+    # the output itself: a writer that failed on its file (unwritable, a full disk) would try again
+    # from its destructor and print a traceback after rlkit's one error line.
+    if out.suffix.lower() == ".gif":
+        data = imageio.mimwrite("<bytes>", frames, format=".gif", duration=1000.0 / fps, loop=0)
+    else:
+        data = imageio.mimwrite("<bytes>", frames, format=".mp4", fps=fps, macro_block_size=1)
+    atomic_write_bytes(out, data, shared=True)  # an OSError names ``out``
     return out
 
 

@@ -58,6 +58,7 @@ def check_creatable(path: Path, flag: str, shown: Path | None = None) -> None:
     file, or the nearest existing folder above it is not writable. Messages name ``flag shown``
     (default: ``path``)."""
     path = Path(path)
+    check_path_name(path, flag, shown)
     name = f"{flag} {shown if shown is not None else path}"
     if path.exists() and not path.is_dir():
         raise UsageError(f"{name} is a file, not a directory" if shown is None else
@@ -71,6 +72,42 @@ def check_creatable(path: Path, flag: str, shown: Path | None = None) -> None:
         raise UsageError(f"{name}: {probe} is a file, not a directory")
     if probe.is_dir() and not os.access(probe, os.W_OK | os.X_OK):
         raise UsageError(f"{name}: {probe} is not writable")
+
+
+def _shorten(text: str, keep: int = 60) -> str:
+    return text if len(text) <= keep else f"{text[: keep // 2]}…{text[-keep // 2:]}"
+
+
+def check_path_name(path: Path, flag: str, shown: Path | None = None) -> None:
+    """Refuse a path no file system here can name (ENAMETOOLONG, which ``Path.exists`` raises rather
+    than answers): a part longer than NAME_MAX bytes, or the whole longer than PATH_MAX."""
+    def limit(name: str, default: int) -> int:
+        try:
+            return os.pathconf("/", name)
+        except (OSError, ValueError):
+            return default
+
+    name_max, path_max = limit("PC_NAME_MAX", 255), limit("PC_PATH_MAX", 4096)
+    name = f"{flag} {_shorten(str(shown if shown is not None else path))}"
+    for part in Path(path).parts:
+        size = len(os.fsencode(part))
+        if size > name_max:
+            raise UsageError(f"{name}: the name '{_shorten(part)}' is too long ({size} bytes; a file name has at most "
+                             f"{name_max})")
+    size = len(os.fsencode(os.path.abspath(path)))
+    if size >= path_max:
+        raise UsageError(f"{name}: the path is too long ({size} bytes; a path has fewer than {path_max})")
+
+
+def check_utf8_name(path: Path, flag: str) -> None:
+    """Refuse a run directory whose name is not valid UTF-8 (a byte Python decoded with surrogateescape):
+    TensorBoard, config.yaml and run.json record the path as text."""
+    try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError:
+        shown = os.fsencode(path).decode("utf-8", "backslashreplace")
+        raise UsageError(f"{flag} {shown}: the name is not valid UTF-8; run directories need UTF-8 names "
+                         f"(TensorBoard, config.yaml and run.json record them as text)") from None
 
 
 def make_dirs(path: Path, flag: str, shown: Path | None = None) -> list[Path]:
@@ -115,15 +152,30 @@ def is_empty_run_dir(run_dir: Path) -> bool:
 
 # --- the writer's lock -----------------------------------------------------------------------
 class RunLock:
-    """An exclusive ``flock`` on ``RUN_DIR/.lock``; the file holds the holder's PID."""
+    """An exclusive ``flock`` on ``RUN_DIR/.lock``; the file holds the holder's PID. ``found``: the
+    file as the holder found it (content, stat result), or None if it created it."""
 
-    def __init__(self, fd: int, path: Path):
-        self.fd, self.path = fd, path
+    def __init__(self, fd: int, path: Path, found: tuple[bytes, os.stat_result] | None = None):
+        self.fd, self.path, self.found = fd, path, found
 
-    def release(self) -> None:
-        if self.fd is not None:
-            os.close(self.fd)  # closing the descriptor drops the flock
-            self.fd = None
+    def release(self, restore: bool = False) -> None:
+        """Drop the lock. ``restore``: the holder took it only to refuse the run (bad input), and
+        puts back the .lock it found, content and times, or removes the one it created."""
+        if self.fd is None:
+            return
+        if restore:
+            try:
+                if self.found is None:
+                    self.path.unlink(missing_ok=True)
+                else:
+                    data, st = self.found
+                    os.ftruncate(self.fd, 0)
+                    os.pwrite(self.fd, data, 0)
+                    os.utime(self.fd, ns=(st.st_atime_ns, st.st_mtime_ns))
+            except OSError:
+                pass  # the lock file is a hint for people; the flock is what counts
+        os.close(self.fd)  # closing the descriptor drops the flock
+        self.fd = None
 
 
 def _holder_pid(path: Path) -> str:
@@ -144,6 +196,7 @@ def lock_run_dir(run_dir: Path) -> RunLock:
 
     path = Path(run_dir) / LOCK_FILE
     while True:
+        existed = path.exists()
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as exc:
@@ -154,8 +207,7 @@ def lock_run_dir(run_dir: Path) -> RunLock:
             os.close(fd)
             if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
                 raise
-            raise UsageError(f"run directory {run_dir} is in use by another rlkit process (PID "
-                             f"{_holder_pid(path)}); wait for it to end or stop it first") from None
+            raise _in_use(run_dir, path) from None
         try:  # a failed start may have removed the file between open and flock: lock the new one
             same = os.stat(path).st_ino == os.fstat(fd).st_ino
         except FileNotFoundError:
@@ -163,9 +215,38 @@ def lock_run_dir(run_dir: Path) -> RunLock:
         if same:
             break
         os.close(fd)
+    st = os.fstat(fd)
+    found = (os.pread(fd, max(st.st_size, 1), 0), st) if existed else None
     os.ftruncate(fd, 0)
     os.write(fd, f"{os.getpid()}\n".encode())
-    return RunLock(fd, path)
+    return RunLock(fd, path, found)
+
+
+def _in_use(run_dir: Path, path: Path) -> UsageError:
+    return UsageError(f"run directory {run_dir} is in use by another rlkit process (PID "
+                      f"{_holder_pid(path)}); wait for it to end or stop it first")
+
+
+def check_not_in_use(run_dir: Path) -> None:
+    """Raise ``lock_run_dir``'s UsageError if a writer holds the run directory's lock, and change
+    nothing either way: the lock file is opened read-only (never created, no PID written) and a
+    shared lock is tried and dropped at once. For a process that is going to refuse the directory
+    anyway and only wants to name the writer at work there."""
+    import fcntl
+
+    path = Path(run_dir) / LOCK_FILE
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return  # no lock file: no writer
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError as exc:
+        if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+            raise
+        raise _in_use(run_dir, path) from None
+    finally:
+        os.close(fd)  # drops the shared lock, if it was taken
 
 
 # --- config.yaml -----------------------------------------------------------------------------
@@ -319,6 +400,13 @@ def latest_checkpoint(run_dir: Path) -> Path:
     committed = committed_checkpoint(run_dir)
     if committed is not None:
         return committed
+    try:
+        named = (ckdir / "latest").read_text().strip()
+    except (OSError, UnicodeDecodeError):
+        named = ""
+    if named and "/" not in named and (ckdir / named).exists():  # there, but not a file: say what it is
+        kind = "a directory" if (ckdir / named).is_dir() else "not a regular file"
+        raise UsageError(f"{ckdir / 'latest'} names {ckdir / named}, which is {kind}, not a checkpoint file")
     candidates = sorted(ckdir.glob("step_*.pt"), key=_step_of)
     if not candidates:
         raise UsageError(f"run directory {run_dir} holds no checkpoint")

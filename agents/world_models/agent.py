@@ -214,6 +214,11 @@ class WorldModels:
 
     def learn(self, total_timesteps: int, callback=None) -> WorldModels:
         cfg, work = self.cfg, self.work_dir
+        if cfg.work_dir:  # a file there, or a folder that cannot be made, is bad input: one line, exit 2
+            from rlkit.runs import check_creatable, make_dirs
+
+            check_creatable(work, "work_dir")
+            make_dirs(work, "work_dir")
         work.mkdir(parents=True, exist_ok=True)
         if cfg.threads:
             torch.set_num_threads(cfg.threads)

@@ -160,6 +160,7 @@ class RLlibPPO:
     algo_name = "rllib-ppo"
     Config = Config
     supports_ray = True  # --backend ray: RLlib env-runner actors sample, the learner stays here
+    runs_on_ray = True  # with --backend local too (rlkit/training.py): --ray-address names the Ray it joins
     observation_spaces: tuple = (spaces.Box,)
     action_spaces: tuple = (spaces.Discrete, spaces.Box)
 

@@ -111,13 +111,31 @@ def _policy_kwargs(raw: dict) -> dict:
             raise UsageError(f"policy_kwargs.features_extractor_class '{extractor}' is not one of "
                              f"{', '.join(FEATURES_EXTRACTORS)}")
         kwargs["features_extractor_class"] = FEATURES_EXTRACTORS[extractor]
-    act = kwargs.get("activation_fn")
-    if isinstance(act, str):
-        name = act.split(".")[-1]
-        if not hasattr(torch.nn, name):
-            raise UsageError(f"policy_kwargs.activation_fn '{act}' is not a torch.nn activation")
-        kwargs["activation_fn"] = getattr(torch.nn, name)
+    if "activation_fn" in kwargs:
+        kwargs["activation_fn"] = _activation(kwargs["activation_fn"])
     return kwargs
+
+
+def _activation(act):
+    """An activation class of torch.nn (``ReLU``, ``nn.Tanh``, ``torch.nn.ELU``, or the class), checked
+    the way SB3 uses it: built without arguments and applied elementwise. Any other torch.nn name
+    (``Module``, ``Linear``, ``MultiheadAttention``) would fail only inside training."""
+    import warnings
+
+    cls = getattr(torch.nn, act.split(".")[-1], None) if isinstance(act, str) else act
+    ok = (isinstance(cls, type) and issubclass(cls, torch.nn.Module)
+          and cls.__module__ in ("torch.nn.modules.activation", "torch.nn.modules.linear"))
+    if ok:
+        try:
+            with warnings.catch_warnings():  # Softmax() warns about its implicit dim
+                warnings.simplefilter("ignore")
+                ok = tuple(cls()(torch.zeros(2, 3)).shape) == (2, 3)
+        except Exception:  # noqa: BLE001  needs arguments, or is not elementwise
+            ok = False
+    if not ok:
+        raise UsageError(f"policy_kwargs.activation_fn '{act}' is not a torch.nn activation "
+                         f"(e.g. ReLU, Tanh, ELU, LeakyReLU, SiLU, GELU)")
+    return cls
 
 
 class _StopLearning(Exception):
