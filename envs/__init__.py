@@ -13,6 +13,10 @@ Each id has a native numpy vector env (``gym.make_vec(id, n, vectorization_mode=
 "vector_entry_point")``) that is step-for-step identical to ``SyncVectorEnv`` for the same seeds,
 and each unwrapped env has ``reference() -> {"name", "score", "metric"}``.
 
+``envs.classic_vector`` holds native numpy vector versions of Gymnasium's Acrobot-v1,
+MountainCar-v0, MountainCarContinuous-v0 and Pendulum-v1 (``CLASSIC_VECTOR_IDS``), step-for-step
+identical to ``SyncVectorEnv``; ``rlkit.environments.make_vec_env`` uses them for those ids.
+
 Importing this package is cheap: the env modules (and pygame, only when rendering) are loaded
 lazily through the entry-point strings.
 """
@@ -21,7 +25,7 @@ from __future__ import annotations
 
 import gymnasium as gym
 
-__all__ = ["ENV_IDS", "reference", "register_envs"]
+__all__ = ["CLASSIC_VECTOR_IDS", "ENV_IDS", "reference", "register_envs"]
 
 # id -> (entry point, vector entry point, max_episode_steps)
 _SPECS = {
@@ -32,6 +36,9 @@ _SPECS = {
 }
 
 ENV_IDS: tuple[str, ...] = tuple(_SPECS)
+
+# Gymnasium's classic-control ids with a native vector env in envs.classic_vector (loaded on use)
+CLASSIC_VECTOR_IDS: tuple[str, ...] = ("Acrobot-v1", "MountainCar-v0", "MountainCarContinuous-v0", "Pendulum-v1")
 
 
 def register_envs() -> None:

@@ -1,13 +1,15 @@
 """Environment creation shared by agents, evaluation and rendering.
 
 One place decides the autoreset mode (NEXT_STEP, stated explicitly, docs/architecture.md §3),
-the vectorisation (an env's native ``vector_entry_point`` when it has one, else Sync),
+the vectorisation (an env's native ``vector_entry_point`` when it has one, envs.classic_vector for
+Acrobot, MountainCar, MountainCarContinuous and Pendulum, else Sync),
 episode statistics and seeding.
 """
 
 from __future__ import annotations
 
 import enum
+import os
 import random
 from collections import deque
 from dataclasses import dataclass, field
@@ -42,19 +44,48 @@ def make_env(env_id: str, env_kwargs: dict | None = None, render_mode: str | Non
         raise UsageError(f"env_kwargs {env_kwargs} rejected by {env_id}: {exc}") from None
 
 
+NATIVE_VECTOR_VAR = "RLKIT_NATIVE_VECTOR"
+
+
+def native_vector_enabled(native: bool | None = None) -> bool:
+    """Whether ``make_vec_env`` builds envs.classic_vector's numpy vector envs for the classic-control
+    ids it covers: ``native`` when given, else the environment variable RLKIT_NATIVE_VECTOR
+    (``0`` / ``false`` / ``no`` / ``off``: SyncVectorEnv; unset, ``1`` / ``true`` / ``yes`` / ``on``: native)."""
+    if native is not None:
+        return bool(native)
+    value = os.environ.get(NATIVE_VECTOR_VAR, "").strip().lower()
+    if value in ("", "1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    from rlkit.errors import UsageError
+
+    raise UsageError(f"{NATIVE_VECTOR_VAR}={os.environ[NATIVE_VECTOR_VAR]!r}: expected 1 (native vector envs, "
+                     "the default) or 0 (SyncVectorEnv)")
+
+
 def make_vec_env(env_id: str, n_envs: int, seed: int | None = None, env_kwargs: dict | None = None,
-                 record_stats: bool = True, frame_stack: int = 1) -> gym.vector.VectorEnv:
+                 record_stats: bool = True, frame_stack: int = 1, native: bool | None = None) -> gym.vector.VectorEnv:
     """A vector env in NEXT_STEP autoreset mode, with RecordEpisodeStatistics, reset with ``seed``.
 
     ``frame_stack`` > 1 concatenates the last k observations (rlkit.framestack).
 
     Copy i is seeded with ``seed + i`` (Gymnasium's convention) by the first reset; later resets
     pass no seed so the envs' own generators carry on.
+
+    Acrobot-v1, MountainCar-v0, MountainCarContinuous-v0 and Pendulum-v1 get envs.classic_vector's
+    numpy vector envs (step for step identical to SyncVectorEnv); ``native=False``, or
+    RLKIT_NATIVE_VECTOR=0 when ``native`` is None, builds SyncVectorEnv for them instead
+    (``native_vector_enabled``). Ids with a ``vector_entry_point`` of their own are not affected.
     """
     spec = gym.spec(env_id)
     kwargs = dict(env_kwargs or {})
     if spec.vector_entry_point is not None:
         venv = gym.make_vec(env_id, num_envs=n_envs, vectorization_mode="vector_entry_point", **kwargs)
+    elif spec.id in envs.CLASSIC_VECTOR_IDS and native_vector_enabled(native):
+        from envs.classic_vector import make_vector
+
+        venv = make_vector(spec.id, n_envs, **kwargs)
     else:
         venv = gym.vector.SyncVectorEnv(
             [lambda: gym.make(env_id, **kwargs) for _ in range(n_envs)], autoreset_mode=AUTORESET)

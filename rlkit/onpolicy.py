@@ -138,15 +138,28 @@ class Collector:
             envs = env_state(self.env)
         except NotPlainData:
             return None
-        return {"env": envs, "obs": self.rollout.obs.cpu(), "resetting": self.rollout.resetting.cpu()}
+        return {"env": envs, "obs": self.rollout.obs.cpu(), "resetting": self.rollout.resetting.cpu(),
+                "vector_env": vector_env_name(self.env)}
 
     def load_state(self, state: dict) -> None:
+        """Continue the saved episodes; if the run was saved with another vector env class (a Sync env
+        then a native one, envs/classic_vector.py, or back with RLKIT_NATIVE_VECTOR=0), whose state does
+        not fit this one, start fresh episodes instead, as after a physics engine's env."""
+        saved = state.get("vector_env")
+        if saved is not None and saved != vector_env_name(self.env):
+            return
         load_env_state(self.env, state["env"])
         self.rollout.obs = state["obs"].to(self.rollout.device)
         self.rollout.resetting = state["resetting"].to(self.rollout.device)
 
     def close(self) -> None:
         self.env.close()
+
+
+def vector_env_name(venv) -> str:
+    """The class of the vector env under the wrappers: which kind of state a checkpoint holds."""
+    base = getattr(venv, "unwrapped", venv)
+    return f"{type(base).__module__}.{type(base).__qualname__}"
 
 
 class RolloutWorker:

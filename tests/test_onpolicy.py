@@ -152,14 +152,17 @@ def test_average_reward_estimate_starts_at_the_first_batch_rate():
     assert rho == pytest.approx(5.0)
 
 
-@pytest.mark.parametrize("cls,env_id,over", [
-    (PPO, "CartPole-v1", {}),                                    # gymnasium's native vector env
-    (PPO, "Pendulum-v1", {"norm_obs": True, "norm_reward": True}),  # SyncVectorEnv, both normalisers
-    (ActorCritic, "rlkit/GridWorld-v0", {}),                     # rlkit's native vector env
-    (PPO, "rlkit/Catch-v0", {"frame_stack": 2, "cnn": "compact"}),  # pixels, frame stack
-], ids=["ppo-cartpole", "ppo-pendulum-norm", "a2c-gridworld", "ppo-catch-stack"])
-def test_exact_resume(cls, env_id, over, tmp_path):
+@pytest.mark.parametrize("cls,env_id,over,native", [
+    (PPO, "CartPole-v1", {}, True),                              # gymnasium's native vector env
+    (PPO, "Pendulum-v1", {"norm_obs": True, "norm_reward": True}, True),  # envs/classic_vector.py, both normalisers
+    (PPO, "Pendulum-v1", {"norm_obs": True, "norm_reward": True}, False),  # SyncVectorEnv (RLKIT_NATIVE_VECTOR=0)
+    (ActorCritic, "rlkit/GridWorld-v0", {}, True),               # rlkit's native vector env
+    (PPO, "rlkit/Catch-v0", {"frame_stack": 2, "cnn": "compact"}, True),  # pixels, frame stack
+], ids=["ppo-cartpole", "ppo-pendulum-norm", "ppo-pendulum-sync", "a2c-gridworld", "ppo-catch-stack"])
+def test_exact_resume(cls, env_id, over, native, tmp_path, monkeypatch):
     """Stopped at N of 2N, saved, loaded and run on to 2N == 2N uninterrupted, bit for bit."""
+    if not native:
+        monkeypatch.setenv("RLKIT_NATIVE_VECTOR", "0")
     small = {PPO: {"n_steps": 16, "batch_size": 32, "n_epochs": 2}, ActorCritic: {"n_steps": 8}}[cls]
     cfg = _cfg(cls, **small, **over)
     per_update = cfg.n_envs * cfg.n_steps
@@ -350,3 +353,23 @@ def test_an_optimizer_state_that_does_not_fit_the_model_is_refused_at_load(tmp_p
     save_checkpoint(tmp_path / "a.pt", state, meta)
     with pytest.raises(ValueError, match="optimizer state"):
         PPO.load(tmp_path / "a.pt")
+
+
+def test_a_checkpoint_of_another_vector_env_class_resumes_with_fresh_episodes(tmp_path, monkeypatch):
+    """A Pendulum run saved with SyncVectorEnv and resumed with the native vector env (or back): the
+    saved env state does not fit, so the resumed run starts new episodes instead of half-restoring."""
+    cfg = _cfg(PPO, n_steps=16, batch_size=32, n_epochs=1)
+    monkeypatch.setenv("RLKIT_NATIVE_VECTOR", "0")
+    agent = PPO("Pendulum-v1", cfg, seed=0, device="cpu")
+    agent.learn(cfg.n_envs * cfg.n_steps)
+    saved_obs = agent.parts.collector.rollout.obs.clone()
+    agent.save(tmp_path / "sync.pt")
+    agent.close()
+    monkeypatch.delenv("RLKIT_NATIVE_VECTOR")
+    resumed = PPO.load(tmp_path / "sync.pt")
+    try:
+        assert "classic_vector" in resumed.parts.collector.state()["vector_env"]
+        assert not torch.equal(resumed.parts.collector.rollout.obs, saved_obs)  # fresh episodes
+        resumed.learn(2 * cfg.n_envs * cfg.n_steps)  # and it trains on
+    finally:
+        resumed.close()
