@@ -1,8 +1,9 @@
 """The CLI verbs. Bad input raises UsageError -> one line on stderr, exit code 2.
 
 ``dispatch`` is the one top-level handler (docs/architecture.md §4): UsageError -> exit 2 and its
-message as one line; Ctrl-C -> 130, SIGTERM -> 143 (a run stops as on Ctrl-C; stdout then gets
-the exact ``rlkit train --resume RUN_DIR`` command when the run has a commit to continue from); a
+message as one line; Ctrl-C -> 130, SIGTERM -> 143 (a run commits its next update boundary and
+stops, rlkit.training.StopAtBoundary; stdout then gets the exact ``rlkit train --resume RUN_DIR``
+command when the run has a commit to continue from); a
 closed stdout pipe (``rlkit list | head -1``) -> quiet, 141; anything else -> exit 1 and one line
 naming the crash log that holds the traceback (in the run directory being trained, else a temp file).
 """
@@ -25,7 +26,14 @@ def _one_line(text: str) -> str:
     return " ".join(line.strip() for line in str(text).splitlines() if line.strip())
 
 
+# Set by the SIGTERM handler: code between the handler and ``dispatch`` may turn its Terminated into a
+# plain KeyboardInterrupt (Ray's C++ waits report any exception a signal handler raised as one).
+_sigterm_received = False
+
+
 def _raise_terminated(signum, frame):
+    global _sigterm_received
+    _sigterm_received = True
     raise Terminated()
 
 
@@ -90,6 +98,8 @@ def dispatch(args) -> int:
     if training is not None:
         training.current_run_dir = None
     _seeds_left.clear()
+    global _sigterm_received
+    _sigterm_received = False
     main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _raise_terminated) if main_thread else None
     try:
@@ -104,6 +114,10 @@ def dispatch(args) -> int:
         _resume_hint()
         return 143
     except KeyboardInterrupt:
+        if _sigterm_received:  # SIGTERM exits 143, whatever became of its exception on the way
+            print("rlkit: terminated", file=sys.stderr)
+            _resume_hint()
+            return 143
         print("rlkit: interrupted", file=sys.stderr)
         _resume_hint()
         return 130
@@ -166,22 +180,30 @@ def _crash_log(exc: BaseException) -> str:
     import tempfile
     import traceback
 
-    text = (f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} rlkit {' '.join(sys.argv[1:])}\n"
-            + "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
+    try:
+        text = (f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} rlkit {' '.join(sys.argv[1:])}\n"
+                + "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
+    except Exception as problem:  # noqa: BLE001  the log must not fail in turn
+        text = f"--- rlkit: the traceback could not be formatted ({problem!r})\n{exc!r}\n"
+    # Text that cannot be encoded (a non-UTF-8 file name, as surrogates) is written escaped, not refused.
+    opened = {"encoding": "utf-8", "errors": "backslashreplace"}
     training = sys.modules.get("rlkit.training")
     run_dir = getattr(training, "current_run_dir", None)
-    if run_dir is not None and Path(run_dir).is_dir():
-        try:
+    try:
+        if run_dir is not None and Path(run_dir).is_dir():
             path = Path(run_dir) / "crash.log"
-            with open(path, "a") as f:
+            with open(path, "a", **opened) as f:
                 f.write(text)
             return str(path)
-        except OSError:
-            pass
-    fd, path = tempfile.mkstemp(prefix="rlkit-crash-", suffix=".log")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    return path
+    except (OSError, ValueError):
+        pass
+    try:
+        fd, path = tempfile.mkstemp(prefix="rlkit-crash-", suffix=".log")
+        with os.fdopen(fd, "w", **opened) as f:
+            f.write(text)
+        return path
+    except (OSError, ValueError) as problem:
+        return f"nowhere: no crash log could be written ({problem.__class__.__name__}: {problem})"
 
 
 def _writable_file(out: Path, flag: str) -> None:
@@ -240,7 +262,7 @@ NEW_RUN_ONLY = (("algo", "--algo"), ("env", "--env"), ("seed", "--seed"), ("n_en
                 ("eval_every", "--eval-every"), ("eval_episodes", "--eval-episodes"),
                 ("stop_at_return", "--stop-at-return"), ("final_eval_episodes", "--final-eval-episodes"),
                 ("checkpoint_every", "--checkpoint-every"), ("untuned", "--untuned"),
-                ("env_package", "--env-package"))
+                ("env_package", "--env-package"), ("video_every", "--video-every"))
 
 
 def _given(args, dest):
@@ -287,7 +309,8 @@ def _train_new(args, seed: int, progress: bool, quiet: bool) -> Path:
         eval_episodes=default(args.eval_episodes, 10), stop_at_return=args.stop_at_return,
         checkpoint_every=args.checkpoint_every, final_eval_episodes=default(args.final_eval_episodes, 100),
         progress=progress, quiet=quiet, command=getattr(args, "argv", None),
-        untuned=bool(getattr(args, "untuned", False)), env_packages=getattr(args, "env_package", None))
+        untuned=bool(getattr(args, "untuned", False)), env_packages=getattr(args, "env_package", None),
+        video_every=getattr(args, "video_every", None))
 
 
 def _train_seeds(args, progress: bool, quiet: bool) -> int:
@@ -384,12 +407,11 @@ def cmd_render(args) -> int:
     else:  # the file is checked before episodes are rendered, not after
         _writable_file(out or Path(args.run_dir) / "videos" / "episode.gif", "--out")
     target = out or Path(args.run_dir) / "videos" / "episode.gif"
-    tmp = target.with_name(f".{target.stem}.tmp{target.suffix}")  # rlkit.render.write_video's temp file
 
     def report(index, seed, episode_return, length):
         print(f"episode {index + 1} (seed {seed}): return {episode_return:.2f}, length {length}", flush=True)
 
-    with _output_errors(target, [target, tmp], "--out"):
+    with _output_errors(target, [target], "--out"):  # write_video's errors name the target, not its temp file
         written = render_run(Path(args.run_dir), episodes=args.episodes, seed=args.seed, out=out, window=args.window,
                              checkpoint=getattr(args, "checkpoint", "latest"), on_episode=report)
     if written is not None:
@@ -410,6 +432,29 @@ def cmd_compare(args) -> int:
     return 0
 
 
+def _check_port_free(host: str, port: int) -> None:
+    """Bind ``host:port`` once and let it go: a port in use (or a host that is not this machine's)
+    is refused with one line, before TensorBoard starts and fails on it."""
+    import errno
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (OSError, UnicodeError) as exc:
+        why = getattr(exc, "strerror", None) or exc
+        raise UsageError(f"--host {host}: not an address of this machine ({why})") from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as TensorBoard's server binds
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise UsageError(f"--port {port} is in use on {host} (another TensorBoard?); pick another "
+                                 f"with --port") from None
+            raise UsageError(f"--host {host} --port {port}: cannot listen there ({exc.strerror or exc})") from None
+
+
 def cmd_tensorboard(args) -> int:
     import subprocess
 
@@ -418,10 +463,29 @@ def cmd_tensorboard(args) -> int:
         raise UsageError(f"--logdir {logdir} does not exist (train something first)")
     host = getattr(args, "host", "127.0.0.1")
     shown = f"[{host}]" if ":" in host else host
+    _check_port_free(host, args.port)  # before the banner: TensorBoard's own bind error is a traceback
     print(f"TensorBoard on http://{shown}:{args.port} (logdir {logdir}); Ctrl-C to stop")
     return subprocess.call([sys.executable, "-m", "tensorboard.main", "--logdir", str(logdir),
                             "--host", host, "--port", str(args.port)])
 
 
+def cmd_tune(args) -> int:
+    """`rlkit tune`: Optuna trials as run directories, best.yaml, charts (rlkit/tune.py, docs/tune.md)."""
+    from rlkit import tune
+
+    try:
+        tune.tune(args.algo, args.env, args.trials, timeout=args.timeout, jobs=args.jobs, backend=args.backend,
+                  ray_address=args.ray_address, runs_root=Path(args.runs_root), storage=args.storage,
+                  study=args.study, sampler=args.sampler, pruner=args.pruner, space=args.space, seed=args.seed,
+                  steps=args.steps, stop_at_return=args.stop_at_return, eval_every=args.eval_every,
+                  eval_episodes=args.eval_episodes, final_eval_episodes=args.final_eval_episodes,
+                  startup_trials=args.startup_trials, env_packages=args.env_package,
+                  command=getattr(args, "argv", None))
+    except tune.TrialsFailed as exc:  # the study is fine and kept; this run's trials all failed
+        print(f"rlkit: error: {_one_line(exc)}", file=sys.stderr)
+        return 1
+    return 0
+
+
 COMMANDS = {"list": cmd_list, "train": cmd_train, "eval": cmd_eval, "render": cmd_render,
-            "compare": cmd_compare, "tensorboard": cmd_tensorboard}
+            "compare": cmd_compare, "tensorboard": cmd_tensorboard, "tune": cmd_tune}

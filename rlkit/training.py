@@ -11,8 +11,10 @@ run, and one commit point per checkpoint (rlkit.runs.commit): the agent file, th
 (run.json's content: evaluation history, ``solved_at_*``, wall time), then the ``latest`` pointer.
 ``resume`` continues from the last commit and rewrites run.json from it, so a run killed at any
 instant and resumed ends with the run.json and parameters of an uninterrupted run (on-policy
-agents; tests/test_robustness.py). A run that stops before its first commit leaves nothing
-behind (Ctrl-C, SIGTERM, an error) or, after SIGKILL, a directory that ``resume`` starts from step 0.
+agents; tests/test_robustness.py). Ctrl-C and SIGTERM commit the update boundary the run reaches
+next and then stop (``StopAtBoundary``). A run that stops before its first commit leaves nothing
+behind (a stop before its first update, an error) or, after SIGKILL, a directory that ``resume``
+starts from step 0.
 
 The best stop-check evaluation so far is run.json's ``best`` (step, mean return); its agent is
 staged when it is evaluated and becomes ``checkpoints/best.pt`` with the next commit
@@ -135,7 +137,7 @@ class TrainingCallback:
     def __init__(self, run_dir: Path, env_id: str, env_kwargs: dict, logger: Logger, info: dict,
                  eval_every: int, eval_episodes: int, stop_at_return: float | None,
                  checkpoint_every: int, start_step: int = 0, wall_offset: float = 0.0,
-                 committed: dict | None = None, solved: bool = False):
+                 committed: dict | None = None, solved: bool = False, video_every: int | None = None):
         self.run_dir, self.env_id, self.env_kwargs, self.logger = run_dir, env_id, env_kwargs, logger
         self.info = info
         self.eval_every, self.eval_episodes = eval_every, eval_episodes
@@ -159,6 +161,10 @@ class TrainingCallback:
         self.user_on_eval = None
         self.stopped_by_user = False
         self.stop_guard: StopAtBoundary | None = None  # set by the driver (_run): Ctrl-C / SIGTERM commit here
+        # --video-every: one evaluation episode to videos/step_<n>.gif every video_every env steps
+        self.video_every = int(video_every) if video_every else None
+        self.next_video = ((start_step // self.video_every + 1) * self.video_every if self.video_every
+                           else math.inf)
 
     def wall(self) -> float:
         return self.wall_offset + time.perf_counter() - self.t0
@@ -176,6 +182,9 @@ class TrainingCallback:
             self.after_eval(num_timesteps, agent)
             if self.user_on_eval is not None and self.user_on_eval(num_timesteps, dict(self.last_eval), agent) is False:
                 go_on = False
+        if num_timesteps >= self.next_video:
+            self.next_video = (num_timesteps // self.video_every + 1) * self.video_every
+            self.record_video(num_timesteps, agent)
         if self.user_on_step is not None and self.user_on_step(num_timesteps, agent) is False:
             go_on = False
         self.stopped_by_user = self.stopped_by_user or not go_on
@@ -186,6 +195,15 @@ class TrainingCallback:
             self.stop_guard.arm()
             self.stop_if_asked(num_timesteps, agent)
         return go_on and not self.solved
+
+    def record_video(self, num_timesteps: int, agent) -> Path:
+        """--video-every: the stop check's first episode (seed EVAL_SEED), deterministic, to
+        videos/step_<n>.gif (rlkit.render.record_training_video: .mp4 for large frames); four of its
+        frames go to TensorBoard as an image (add_video is broken with moviepy 2)."""
+        from rlkit.render import record_training_video
+
+        return record_training_video(agent, self.env_id, self.env_kwargs, self.run_dir / "videos", num_timesteps,
+                                     EVAL_SEED, logger=self.logger)
 
     def stop_if_asked(self, num_timesteps: int, agent) -> None:
         """At an update boundary: after Ctrl-C or SIGTERM, commit this step (unless it is committed
@@ -335,6 +353,12 @@ def _construct(cls, env_id, cfg, **kwargs):
     return cls(env_id, cfg, **{k: v for k, v in kwargs.items() if k in params})
 
 
+def _accepts(cls, name: str) -> bool:
+    """Whether an algorithm's constructor takes the runtime option ``name`` (as ``_construct`` passes it)."""
+    params = inspect.signature(cls).parameters
+    return name in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+
+
 def check_device(device: str, hint: str = "") -> None:
     """auto | cpu | cuda | cuda:<i>, and CUDA only where there is one (every algorithm alike)."""
     if device == "auto":
@@ -418,10 +442,10 @@ def _start_run_dir(runs_root: Path | None, run_dir: Path | None, env_id: str, al
     """Create (or take an empty) run directory and lock it. Returns (run_dir, the folders created, lock)."""
     if run_dir is not None:
         run_dir = Path(run_dir)
+        runs.check_utf8_name(run_dir, "--run-dir")
         runs.check_creatable(run_dir, "--run-dir")
         if run_dir.is_dir() and not runs.is_empty_run_dir(run_dir):
-            if (run_dir / runs.LOCK_FILE).exists():  # a writer at work there: name it
-                runs.lock_run_dir(run_dir).release()
+            runs.check_not_in_use(run_dir)  # a writer at work there: name it (read-only: a refusal changes nothing)
             raise UsageError(f"--run-dir {run_dir} exists and is not empty (use --resume to continue it)")
         created = runs.make_dirs(run_dir, "--run-dir")
         try:
@@ -434,7 +458,10 @@ def _start_run_dir(runs_root: Path | None, run_dir: Path | None, env_id: str, al
             raise UsageError(f"--run-dir {run_dir} exists and is not empty (use --resume to continue it)")
         return run_dir, created, lock
     root = Path(runs_root or runs.DEFAULT_ROOT)
+    runs.check_utf8_name(root, "--runs-root")
     runs.check_creatable(root, "--runs-root")
+    runs.check_path_name(root / runs.env_dirname(env_id) / f"{algo}__s{seed}__YYYYmmdd-HHMMSS-NN", "--runs-root",
+                         shown=root)  # the run's own folder fits under it
     base = runs.new_run_dir(root, env_id, algo, seed)
     created = runs.make_dirs(base.parent, "--runs-root", shown=root)
     path, i = base, 1
@@ -475,7 +502,7 @@ def train(algo: str, env_id: str, *, steps: int | None = None, seed: int = 0, n_
           stop_at_return: float | None = None, checkpoint_every: int | None = None,
           final_eval_episodes: int = 100, progress: bool = True, quiet: bool = False,
           command: list[str] | None = None, untuned: bool = False, env_packages: list[str] | None = None,
-          on_step=None, on_eval=None) -> Path:
+          on_step=None, on_eval=None, video_every: int | None = None) -> Path:
     """Train a fresh run. Everything is validated before the run directory is created.
 
     ``quiet``: no progress bar and no evaluation lines. ``command``: the CLI arguments, recorded in
@@ -483,7 +510,8 @@ def train(algo: str, env_id: str, *, steps: int | None = None, seed: int = 0, n_
     ``module:EnvId`` or ``module:Class``, and ``env_packages`` lists modules to import first
     (rlkit.plugins); config.yaml records the canonical id and the imports. ``on_step(num_timesteps,
     agent)`` and ``on_eval(num_timesteps, result, agent)`` are the Python API's callbacks (rlkit.api);
-    either returning False ends the run there (committed, status finished)."""
+    either returning False ends the run there (committed, status finished). ``video_every``: one
+    evaluation episode to RUN_DIR/videos/step_<n>.gif every that many env steps (rlkit.render)."""
     from rlkit import plugins, registry
 
     global current_run_dir
@@ -503,7 +531,27 @@ def train(algo: str, env_id: str, *, steps: int | None = None, seed: int = 0, n_
         raise UsageError(f"--backend '{backend}' is not one of local, ray")
     if backend == "ray" and not getattr(cls, "supports_ray", False):
         raise UsageError(f"algorithm '{algo}' does not support --backend ray")
+    # Options an algorithm would ignore are refused, not recorded in config.yaml as if they applied.
+    if workers is not None and not _accepts(cls, "workers"):
+        raise UsageError(f"--workers {workers}: algorithm '{algo}' has no workers (it trains in this process); "
+                         f"leave --workers out")
+    if ray_address is not None and backend != "ray" and not getattr(cls, "runs_on_ray", False):
+        raise UsageError(f"--ray-address {ray_address} names a Ray cluster for --backend ray, and the backend is "
+                         f"{backend} (add --backend ray, or leave --ray-address out)")
     check_env_for(cls, algo, env_id, env_kwargs)
+    if video_every is not None:
+        import numbers
+
+        if isinstance(video_every, bool) or not isinstance(video_every, numbers.Integral) or video_every < 1:
+            raise UsageError(f"--video-every must be an integer >= 1 (env steps between videos), got {video_every!r}")
+        video_every = int(video_every)
+        from rlkit.render import check_rgb_array
+
+        check_rgb_array(env_id, env_kwargs)
+    if ray_address is not None:  # its syntax, and a Ray head answering there: in seconds, before any file
+        from rlkit.workers import check_reachable
+
+        check_reachable(ray_address)
     if checkpoint_every is None:
         checkpoint_every = min(max(eval_every, steps // 10), CHECKPOINT_EVERY_CAP)
     settings = dict(algo=algo, env=env_id, env_packages=env_packages, env_kwargs=env_kwargs, seed=seed,
@@ -511,6 +559,7 @@ def train(algo: str, env_id: str, *, steps: int | None = None, seed: int = 0, n_
                     device=device, backend=backend, workers=workers, ray_address=ray_address,
                     eval_every=eval_every, eval_episodes=eval_episodes, stop_at_return=stop_at_return,
                     checkpoint_every=checkpoint_every, final_eval_episodes=int(final_eval_episodes),
+                    video_every=video_every,
                     hyperparams=asdict(cfg), versions=_versions(), provenance=provenance(command))
 
     run_dir, created, lock = _start_run_dir(runs_root, run_dir, env_id, algo, seed)
@@ -543,6 +592,9 @@ def resume(run_dir: Path, progress: bool = True, device: str | None = None, step
     current_run_dir = run_dir
     try:
         return _resume_locked(run_dir, progress, device, steps, quiet)
+    except UsageError:
+        lock.release(restore=True)  # refused: the .lock is left as it was found (docs/architecture.md §5)
+        raise
     finally:
         lock.release()
 
@@ -587,6 +639,9 @@ def _resume_locked(run_dir: Path, progress: bool, device: str | None, steps: int
     shown = runs.read_run_json(run_dir)
     if (shown.get("status") in ("finished", "solved") and shown.get("steps") == done
             and shown.get("total_steps") == total and (done >= total or solved)):
+        from rlkit.checkpoint import load_checkpoint
+
+        load_checkpoint(ckpt)  # the commit it ended on can still be loaded (not truncated, not emptied)
         return run_dir  # finished: nothing to do, nothing rewritten
 
     def ready():  # the checkpoint loaded: now config.yaml and run.json may change
@@ -633,9 +688,11 @@ def _run(cls, cfg, settings, run_dir, progress, checkpoint=None, device=None, in
     callback = TrainingCallback(run_dir, env_id, settings.get("env_kwargs") or {}, logger, info,
                                 int(settings["eval_every"]), int(settings["eval_episodes"]),
                                 settings.get("stop_at_return"), int(settings["checkpoint_every"]),
-                                start_step=start_step, wall_offset=wall_offset, committed=committed, solved=solved)
+                                start_step=start_step, wall_offset=wall_offset, committed=committed, solved=solved,
+                                video_every=settings.get("video_every"))
     callback.t0 = t0
     callback.user_on_step, callback.user_on_eval = hooks
+    callback.stop_guard = guard = StopAtBoundary()
     try:
         if checkpoint is None:
             agent = _construct(cls, env_id, cfg, seed=seed, device=device, run_dir=run_dir, logger=logger,
@@ -649,6 +706,7 @@ def _run(cls, cfg, settings, run_dir, progress, checkpoint=None, device=None, in
         if not callback.solved:  # a run resumed from its solving commit does not train on
             agent.learn(total, callback=callback)
         steps = int(agent.num_timesteps)
+        callback.stop_if_asked(steps, agent)  # stopped after the last boundary: learn's end is one too
         evals = callback.info.get("evals") or []
         evaluated = not evals or evals[-1][0] != steps  # resuming a committed end evaluates nothing twice
         if evaluated:
@@ -658,6 +716,8 @@ def _run(cls, cfg, settings, run_dir, progress, checkpoint=None, device=None, in
             callback.checkpoint(steps, agent)
         elif evaluated:  # step `steps` was committed before its last evaluation: commit that evaluation too
             callback.commit(steps, runs.checkpoint_dir(run_dir) / f"step_{steps}.pt")
+        callback.stop_if_asked(steps, agent)
+        guard.disarm()  # everything is committed: the confirmation below stops at once
         wall_s = callback.wall()  # the confirmation below is scoring, not training time
         if int(settings.get("final_eval_episodes", 100)) > 0:
             callback.confirm(agent, int(settings.get("final_eval_episodes", 100)))
@@ -669,6 +729,7 @@ def _run(cls, cfg, settings, run_dir, progress, checkpoint=None, device=None, in
             pass
         raise
     finally:
+        guard.disarm()
         logger.close()
         close = getattr(locals().get("agent"), "close", None)
         if callable(close):

@@ -27,6 +27,7 @@ import logging
 import multiprocessing as mp
 import os
 import signal
+import sys
 import traceback
 from collections import deque
 from multiprocessing.connection import wait
@@ -74,7 +75,7 @@ def start_ray(num_cpus: int | None = None, address: str | None = None) -> bool:
 
         maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
         try:
-            with _single_node(local), _keep_sigterm_handler():
+            with _single_node(local), _keep_sigterm_handler(), _quiet_error_listener():
                 ray.init(address=target, **({"_node_ip_address": "127.0.0.1"} if local else {}), **quiet)
         except (ConnectionError, RuntimeError, ValueError) as exc:
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
@@ -82,10 +83,106 @@ def start_ray(num_cpus: int | None = None, address: str | None = None) -> bool:
         return False
     # address="local": a new private Ray even while another runs on this machine (without it, Ray
     # joins the cluster it finds recorded in /tmp/ray and refuses num_cpus).
-    with _single_node(True), _keep_sigterm_handler():
-        ray.init(address="local", num_cpus=num_cpus or os.cpu_count() or 1, include_dashboard=False,
-                 _node_ip_address="127.0.0.1", object_store_memory=OBJECT_STORE_BYTES, **quiet)
+    with _single_node(True), _keep_sigterm_handler(), _quiet_error_listener():
+        context = ray.init(address="local", num_cpus=num_cpus or os.cpu_count() or 1, include_dashboard=False,
+                           _node_ip_address="127.0.0.1", object_store_memory=OBJECT_STORE_BYTES, **quiet)
+    _start_reaper((getattr(context, "address_info", None) or {}).get("session_dir"))
     return True
+
+
+def stop_ray() -> None:
+    """Shut down the Ray this process started (``start_ray``), and its reaper with it."""
+    import ray
+
+    try:
+        ray.shutdown()
+    finally:
+        _release_reaper()
+
+
+# The reaper of a private Ray (docs/architecture.md §8). Ray ties its GCS, raylet and dashboard to the
+# driver (the kernel kills them with it), and actors end when their raylet goes; but the raylet's
+# dashboard and runtime-env agents, left without a raylet after a driver was killed (SIGKILL, the OOM
+# killer), spend a minute trying to report that to the dead GCS before they exit. The reaper waits on
+# a pipe from the driver; when it reads EOF (the driver closed it after shutting Ray down, or died)
+# it kills every process of that session still there: the processes named "ray::..." or naming the
+# session on their command line that hold one of its files open (logs, sockets).
+_REAPER = r"""
+import os, signal, sys, time
+
+session, driver = sys.argv[1].rstrip("/") + "/", int(sys.argv[2])
+signal.signal(signal.SIGINT, signal.SIG_IGN)
+try:
+    sys.stdin.buffer.read()
+except BaseException:
+    pass
+
+
+def of_session():
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) in (os.getpid(), driver):
+            continue
+        base = "/proc/" + entry
+        try:
+            with open(base + "/cmdline", "rb") as f:
+                cmd = f.read().decode(errors="replace")
+            fds = os.listdir(base + "/fd") if cmd.startswith("ray::") or session in cmd else []
+        except OSError:  # gone, or not ours
+            continue
+        for fd in fds:
+            try:
+                if os.readlink(base + "/fd/" + fd).startswith(session):
+                    found.append(int(entry))
+                    break
+            except OSError:
+                pass
+    return found
+
+
+for _ in range(3):  # again, for a process started while the last one was killed
+    pids = of_session()
+    if not pids:
+        break
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+    time.sleep(0.2)
+"""
+_reaper = None
+_released: list = []  # reapers at work or done, waited for later (no zombies, no ResourceWarning)
+
+
+def _start_reaper(session_dir: str | None) -> None:
+    """Start the reaper of the private Ray whose temp dir is ``session_dir`` (Linux: it reads /proc)."""
+    global _reaper
+    import subprocess
+
+    if not session_dir or not os.path.isdir("/proc/self/fd"):
+        return
+    _release_reaper()  # the reaper of an earlier private Ray of this process: its work is done
+    try:
+        _reaper = subprocess.Popen([sys.executable, "-c", _REAPER, str(session_dir), str(os.getpid())],
+                                   stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                   start_new_session=True)  # not in the driver's process group: Ctrl-C spares it
+    except OSError:  # no reaper: the agents end on their own, a minute later
+        _reaper = None
+
+
+def _release_reaper() -> None:
+    """Let the reaper do its work and exit (after the Ray it watches was shut down)."""
+    global _reaper
+    reaper, _reaper = _reaper, None
+    if reaper is None:
+        return
+    try:
+        reaper.stdin.close()
+    except OSError:
+        pass
+    _released.append(reaper)
+    _released[:] = [r for r in _released if r.poll() is None]
 
 
 @contextlib.contextmanager
@@ -101,6 +198,39 @@ def _keep_sigterm_handler():
     finally:
         if previous is not None:  # None: a handler installed outside Python, left as Ray made it
             signal.signal(signal.SIGTERM, previous)
+
+
+def _listen_to_errors_quietly(worker, threads_stopped) -> None:
+    """The driver thread that reads the errors Ray's processes publish. Ray's own
+    (``ray._private.worker.listen_error_messages``) prints each to stdout as "(raylet) Task ...
+    failed", "(raylet) A worker died ..." whatever ``log_to_driver`` says. rlkit reports a worker
+    that fails itself (one line naming it, docs/architecture.md §4), and its stdout is the run's
+    output, so here they go to the debug log."""
+    log = logging.getLogger("rlkit.workers.ray")
+    try:
+        worker.gcs_error_subscriber.subscribe()
+        while not threads_stopped.is_set():
+            _, error = worker.gcs_error_subscriber.poll()
+            if error is not None:
+                log.debug("ray: %s", error.get("error_message"))
+    except Exception as exc:  # noqa: BLE001  the GCS is gone (shutdown): the thread ends quietly
+        log.debug("ray error listener stopped: %s", exc)
+
+
+@contextlib.contextmanager
+def _quiet_error_listener():
+    """During ``ray.init``: the driver's error-listening thread is ``_listen_to_errors_quietly``."""
+    from ray._private import worker as ray_worker
+
+    original = getattr(ray_worker, "listen_error_messages", None)
+    if original is None:  # another Ray version: its own listener
+        yield
+        return
+    ray_worker.listen_error_messages = _listen_to_errors_quietly
+    try:
+        yield
+    finally:
+        ray_worker.listen_error_messages = original
 
 
 @contextlib.contextmanager
@@ -134,18 +264,109 @@ def _resolve(address: str) -> str:
         raise UsageError(f"--ray-address auto: no Ray cluster runs on this machine ({exc})") from None
 
 
-def check_reachable(address: str, timeout: float = 3.0) -> None:
-    """Fail in seconds, not after Ray's minute of retries, when nothing listens at host:port."""
-    import socket
+ADDRESS_FORMS = "auto, HOST:PORT or ray://HOST:PORT"
+_ADDRESS = r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?)(:(\d{1,5}))?"
+_reachable: set[str] = set()  # addresses already checked in this process
 
-    target = address.removeprefix("ray://")
-    host, sep, port = target.rpartition(":")
-    if address == "auto" or not sep or not port.isdigit():
-        return  # "auto" is resolved by Ray from this machine's running cluster
+
+def parse_ray_address(address: str) -> tuple[str, int] | None:
+    """(host, port) of a --ray-address (a Ray client's port defaults to 10001), None for "auto";
+    anything else is refused (UsageError) before Ray is imported."""
+    import re
+
+    if address == "auto":
+        return None
+    client = address.startswith("ray://")
+    match = re.fullmatch(_ADDRESS, address.removeprefix("ray://"))
+    port = None
+    if match is not None:
+        port = int(match.group(4)) if match.group(4) else (10001 if client else None)
+    if port is None or not 0 < port < 65536:
+        raise UsageError(f"--ray-address {address}: not a Ray address (accepted: {ADDRESS_FORMS}; port 1-65535)")
+    return match.group(1).strip("[]"), port
+
+
+def check_reachable(address: str, timeout: float = 3.0) -> None:
+    """Fail in seconds, not after Ray's minute of retries (or never), unless a Ray head answers at
+    ``address``: its syntax (``parse_ray_address``), the host name (resolved within ``timeout``), a
+    TCP connection, then one gRPC call a Ray head (GCS) or Ray client server answers and no other
+    server does. A port where something else listens (a silent server, an HTTP/2 proxy that answers
+    any address) is refused too. "auto" is resolved first, as Ray resolves it."""
+    import socket
+    import threading
+
+    if address in _reachable:
+        return
+    parsed = parse_ray_address(address)
+    target = address
+    if parsed is None:
+        target = _resolve(address)
+        if target == "auto":
+            return  # nothing recorded on this machine: Ray says so itself
+        parsed = parse_ray_address(target)
+    host, port = parsed
+    found: dict = {}
+
+    def lookup():
+        try:
+            found["addr"] = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][4][0]
+        except (OSError, UnicodeError) as exc:
+            found["error"] = exc
+
+    thread = threading.Thread(target=lookup, daemon=True)  # getaddrinfo itself has no timeout
+    thread.start()
+    thread.join(timeout)
+    if "addr" not in found:
+        why = (f"{host} did not resolve in {timeout:g} s" if thread.is_alive() else
+               f"{host} is not a known host ({getattr(found['error'], 'strerror', None) or found['error']})")
+        raise UsageError(f"--ray-address {address}: nothing answers there ({why})")
     try:
-        socket.create_connection((host, int(port)), timeout=timeout).close()
+        socket.create_connection((found["addr"], port), timeout=timeout).close()
     except OSError as exc:
         raise UsageError(f"--ray-address {address}: nothing answers there ({exc.strerror or exc})") from None
+    problem = _not_ray(f"[{host}]:{port}" if ":" in host else f"{host}:{port}", target.startswith("ray://"), timeout)
+    if problem:
+        raise UsageError(f"--ray-address {address}: {problem}")
+    _reachable.add(address)
+
+
+def _not_ray(hostport: str, client: bool, timeout: float) -> str | None:
+    """None if a Ray head's GCS (or, ``client``, a Ray client server) answers a gRPC call at
+    ``hostport`` within ``timeout`` (an authentication error is an answer too: ``ray.init`` presents
+    the token); else what answers there instead."""
+    if os.environ.get("RAY_USE_TLS", "0").lower() in ("1", "true"):
+        return None  # a TLS head: its certificates are Ray's business
+    try:
+        import grpc
+    except ImportError:  # Ray's own dependency: no Ray either, and start_ray says so
+        return None
+    what = "a Ray client server" if client else "a Ray head"
+    channel = grpc.insecure_channel(hostport)
+    try:
+        try:
+            grpc.channel_ready_future(channel).result(timeout=timeout)
+        except grpc.FutureTimeoutError:
+            return f"something listens there but it is not {what} (no gRPC answer in {timeout:g} s)"
+        try:
+            if client:
+                from ray.core.generated import ray_client_pb2, ray_client_pb2_grpc
+
+                ray_client_pb2_grpc.RayletDriverStub(channel).ClusterInfo(
+                    ray_client_pb2.ClusterInfoRequest(type=ray_client_pb2.ClusterInfoType.PING), timeout=timeout)
+            else:
+                from ray.core.generated import gcs_service_pb2, gcs_service_pb2_grpc
+
+                gcs_service_pb2_grpc.NodeInfoGcsServiceStub(channel).GetClusterId(
+                    gcs_service_pb2.GetClusterIdRequest(), timeout=timeout)
+        except grpc.RpcError as exc:
+            code = exc.code()
+            if code in (grpc.StatusCode.UNIMPLEMENTED, grpc.StatusCode.UNAVAILABLE,
+                        grpc.StatusCode.DEADLINE_EXCEEDED):
+                details = " ".join(str(exc.details() or "").split())[:100]
+                return f"the server there is not {what} ({code.name}: {details})"
+        return None
+    finally:
+        channel.close()
 
 
 class _Host:
@@ -218,8 +439,42 @@ class _InProcess:
         self.host.close()
 
 
+PARENT_POLL_S = 0.5  # how often a spawn worker checks that its driver is still there
+
+
+def _end_with_parent() -> None:
+    """A spawn worker ends when its driver dies: a driver killed by SIGKILL closes nothing, and A3C's
+    Hogwild workers, which train without waiting for the driver, would otherwise run on for ever
+    (and keep multiprocessing's resource tracker alive with them). On Linux the kernel kills the
+    worker with its parent (prctl PR_SET_PDEATHSIG: strictly, with the parent's thread that started
+    it; a group is started and closed within one call of that thread); everywhere, a watchdog thread
+    ends the process once its parent has changed (the orphan was adopted by init or a subreaper)."""
+    import threading
+    import time
+
+    parent = mp.parent_process()
+    ppid = parent.pid if parent is not None else os.getppid()
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL), 0, 0, 0)  # 1: PR_SET_PDEATHSIG
+        except (OSError, AttributeError):  # no prctl in this libc: the watchdog alone
+            pass
+    if os.getppid() != ppid:  # the driver died before the line above
+        os._exit(1)
+
+    def watch() -> None:
+        while os.getppid() == ppid:
+            time.sleep(PARENT_POLL_S)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="rlkit-parent-watch", daemon=True).start()
+
+
 def _serve(conn, worker_cls, rank: int, args: tuple, kwargs: dict, env_packages: tuple) -> None:
     """Body of a spawn process: build the worker, then answer (method, args) requests until None."""
+    _end_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C belongs to the driver, which closes the group
     try:
         host = _Host(worker_cls, rank, args, kwargs, env_packages)
@@ -567,11 +822,20 @@ class WorkerGroup:
 
     def restart(self, rank: int) -> None:
         """A fresh worker for ``rank``, built with the group's arguments (local processes; Ray
-        restarts its actors by itself)."""
+        restarts its actors by itself). A replacement that fails while it is built raises
+        ``WorkerError`` (``method`` ``__init__``) and the group stays open: ``restart`` may be called
+        again."""
         if self._impl is None:
             raise RuntimeError("this WorkerGroup is closed")
         if hasattr(self._impl, "restart"):
             self._impl.restart(rank)
+
+    def pid(self, rank: int) -> int | None:
+        """The process id of worker ``rank`` when it runs in a spawn process of its own, else None."""
+        if self._impl is None:
+            raise RuntimeError("this WorkerGroup is closed")
+        procs = getattr(self._impl, "procs", None)
+        return procs[rank].pid if procs else None
 
     def close(self) -> None:
         """Stop the workers (and a Ray this group started). Safe to call twice."""
@@ -581,10 +845,8 @@ class WorkerGroup:
                 impl.close()
         finally:
             if self._owns_ray:
-                import ray
-
                 self._owns_ray = False
-                ray.shutdown()
+                stop_ray()
 
     def __enter__(self) -> WorkerGroup:
         return self

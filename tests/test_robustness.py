@@ -385,7 +385,8 @@ def _assert_same_state(got, want, where="state") -> None:
     if isinstance(want, dict):
         assert isinstance(got, dict) and sorted(got) == sorted(want), where
         for key in want:
-            _assert_same_state(got[key], want[key], f"{where}.{key}")
+            if key not in ("episode_start_times", "time_queue"):  # wall-clock times (RecordEpisodeStatistics)
+                _assert_same_state(got[key], want[key], f"{where}.{key}")
     elif isinstance(want, (list, tuple)):
         assert len(got) == len(want), where
         for i, (a, b) in enumerate(zip(got, want)):
@@ -427,8 +428,7 @@ def test_sigterm_once_training_runs_commits_where_it_stopped_and_resumes(tmp_pat
     got, _ = load_checkpoint(run / "checkpoints" / f"step_{step}.pt")
     want, _ = load_checkpoint(ref / "checkpoints" / f"step_{step}.pt")
     _assert_same_state(got, want)
-    assert [e[0] for e in info["evals"]] == [e[0] for e in json.loads((ref / "run.json").read_text())["evals"]
-                                             if e[0] <= step]
+    assert [e[0] for e in info["evals"]] == list(range(1024, step + 1, 1024))  # every evaluation so far
 
     resumed = subprocess.run([sys.executable, "-m", "cli", "train", "--resume", str(run), "--steps", str(step + 256),
                               "--no-progress"], cwd=ROOT, capture_output=True, text=True, timeout=300)
@@ -436,6 +436,58 @@ def test_sigterm_once_training_runs_commits_where_it_stopped_and_resumes(tmp_pat
     after = json.loads((run / "run.json").read_text())
     assert after["status"] == "finished" and after["steps"] == step + 256
     assert after["evals"][: len(info["evals"])] == info["evals"]
+
+
+def test_sigterm_exits_143_even_when_its_exception_arrives_as_keyboard_interrupt(capsys, monkeypatch):
+    """Ray's C++ waits (ray.get, ray.wait) report any exception a signal handler raised as a plain
+    KeyboardInterrupt: SIGTERM there must still exit 143 with its one line, not 130."""
+    from rlkit import commands
+
+    def a_ray_wait(args):
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)  # the CLI's handler raises Terminated ...
+            deadline = time.time() + 30
+            while time.time() < deadline:
+                time.sleep(0.01)
+        except KeyboardInterrupt:
+            raise KeyboardInterrupt from None  # ... which Ray's check_signals turns into this
+        raise AssertionError("SIGTERM never arrived")
+
+    monkeypatch.setitem(commands.COMMANDS, "list", a_ray_wait)
+    code, _, err = main_in_process(capsys, "list")
+    assert code == 143 and err.strip() == "rlkit: terminated", (code, err)
+
+
+def test_a_second_signal_or_no_boundary_within_the_grace_period_stops_at_once():
+    """StopAtBoundary: the first Ctrl-C is held for the next update boundary; a second one, or the
+    grace period running out, raises at once; the handlers it replaced are put back."""
+    from rlkit.training import StopAtBoundary
+
+    before = signal.getsignal(signal.SIGINT)
+    guard = StopAtBoundary(grace=60)
+    guard.arm()
+    try:
+        os.kill(os.getpid(), signal.SIGINT)
+        deadline = time.time() + 30
+        while guard.pending is None and time.time() < deadline:  # the handler runs between bytecodes
+            time.sleep(0.01)
+        assert guard.pending == signal.SIGINT
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+            while time.time() < deadline:
+                time.sleep(0.01)
+        assert signal.getsignal(signal.SIGINT) is before
+
+        guard = StopAtBoundary(grace=0.2)  # nothing reaches a boundary: the grace period ends it
+        guard.arm()
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+            while time.time() < deadline:
+                time.sleep(0.01)
+        assert signal.getsignal(signal.SIGINT) is before
+    finally:
+        guard.disarm()
+        signal.signal(signal.SIGINT, before)
 
 
 # A user's env whose construction for training (once the run directory has its config.yaml) says so
@@ -725,7 +777,8 @@ def _lock_holder(lock: Path) -> subprocess.Popen:
 
 @pytest.mark.parametrize("writer", ["live-writer", "no-writer"])
 def test_a_refused_train_leaves_the_run_lock_unchanged(tiny_run, tmp_path, capsys, writer):
-    """`train --run-dir EXISTING_RUN` is refused; it must not rewrite that run's .lock with its own PID."""
+    """`train --run-dir EXISTING_RUN` is refused; it must not rewrite that run's .lock with its own PID.
+    Nor must a `--resume` refused for its options (it held the lock while it checked them)."""
     run = _copy(tiny_run, tmp_path / "run")
     lock = run / ".lock"
     holder = _lock_holder(lock) if writer == "live-writer" else None
@@ -741,6 +794,9 @@ def test_a_refused_train_leaves_the_run_lock_unchanged(tiny_run, tmp_path, capsy
             assert_one_line_error(code, err, "in use", f"PID {holder.pid}")
         else:
             assert_one_line_error(code, err, "--run-dir", "exists and is not empty")
+            assert (lock.read_bytes(), lock.stat().st_mtime_ns) == before
+            code, _, err = main_in_process(capsys, "train", "--resume", run, "--steps", "128")
+            assert_one_line_error(code, err, "--steps 128", "512")
         assert (lock.read_bytes(), lock.stat().st_mtime_ns) == before
     finally:
         if holder is not None:
@@ -765,7 +821,8 @@ BAD_INPUT_32 = [
         "train", "--algo", "sb3-ppo", "--env", "CartPole-v1", "--steps", "64", "--runs-root", t / "runs", *QUICK,
         "--set", "policy_kwargs={activation_fn: Module}"], ["activation_fn", "Module"]),
     ("workers-with-sb3", lambda t, r: ["train", "--algo", "sb3-ppo", "--env", "CartPole-v1", "--steps", "64",
-                                       "--runs-root", t / "runs", "--workers", "2", *QUICK], ["--workers 2", "sb3-ppo"]),
+                                       "--runs-root", t / "runs", "--workers", "2", *QUICK],
+     ["--workers 2", "sb3-ppo"]),
     ("ray-address-without-backend", lambda t, r: _train("--runs-root", t / "runs", "--ray-address", "127.0.0.1:6379"),
      ["--ray-address 127.0.0.1:6379", "--backend ray"]),
     ("ray-address-with-backend-local", lambda t, r: _train("--runs-root", t / "runs", "--backend", "local",
@@ -799,19 +856,29 @@ def test_more_bad_input_exits_2_with_one_line_and_leaves_nothing(tiny_run, tmp_p
     test_bad_input_exits_2_with_one_line_and_leaves_nothing(tiny_run, tmp_path, capsys, case)
 
 
-def test_a_crash_log_is_written_whatever_the_error_holds(tmp_path, capsys, monkeypatch):
-    """An error whose text cannot be encoded (a non-UTF-8 file name in it) still gives one line and
-    its crash log, not a second traceback from writing the log."""
-    from rlkit import training
+CRASH_WITH_A_NON_UTF8_NAME = r"""
+import sys
+import cli
+from rlkit import training
 
-    def boom(*args, **kwargs):
-        raise RuntimeError("cannot open /data/run\udcff")
+def boom(*args, **kwargs):
+    raise RuntimeError("cannot open /data/run\udcff")  # a non-UTF-8 byte, as Python decodes file names
 
-    monkeypatch.setattr(training, "_run", boom)
-    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
-    code, _, err = main_in_process(capsys, *_train("--runs-root", tmp_path / "runs"))
-    assert code == 1 and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+training._run = boom
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+def test_a_crash_log_is_written_whatever_the_error_holds(tmp_path):
+    """An error whose text cannot be encoded still gives one line naming its crash log, not a
+    second traceback from writing the log (a subprocess: the terminal's own stderr)."""
+    argv = [str(a) for a in _train("--runs-root", tmp_path / "runs")]
+    proc = subprocess.run([sys.executable, "-c", CRASH_WITH_A_NON_UTF8_NAME, *argv], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120, env={**os.environ, "TMPDIR": str(tmp_path)})
+    err = proc.stderr
+    assert proc.returncode == 1 and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
     log = Path(err.strip().rsplit("traceback in ", 1)[1].rstrip(")"))
+    assert log.parent == tmp_path
     text = log.read_text()
     assert "Traceback" in text and "boom" in text and "run\\udcff" in text
 
@@ -830,30 +897,14 @@ def test_tensorboard_on_a_busy_port_is_one_line(tmp_path, capsys):
 
 @pytest.fixture
 def silent_server():
-    """A TCP server on 127.0.0.1 that accepts connections and never says a word (not Ray); its address."""
+    """A TCP server on 127.0.0.1 that accepts connections and never says a word (not Ray); its address.
+    The kernel completes the connections into the listen backlog: no thread, nothing to wait for."""
     import socket
-    import threading
 
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen()
-    accepted, stop = [], threading.Event()
-
-    def accept():
-        while not stop.is_set():
-            try:
-                accepted.append(server.accept()[0])
-            except OSError:
-                return
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    yield f"127.0.0.1:{server.getsockname()[1]}"
-    stop.set()
-    server.close()
-    for conn in accepted:
-        conn.close()
-    thread.join(timeout=10)
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(16)
+        yield f"127.0.0.1:{server.getsockname()[1]}"
 
 
 @pytest.mark.parametrize("where", ["silent-server", "unroutable", "not-an-address"])

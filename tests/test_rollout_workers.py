@@ -261,6 +261,105 @@ def test_ctrl_c_or_sigterm_leaves_no_ray_processes_behind(tmp_path, sig, code):
     assert not [p for p in family if _alive(p)], "Ray processes outlived the run"
 
 
+def test_sigterm_right_after_an_actor_died_exits_143_with_one_line(tmp_path):
+    """An actor is killed (Ray restarts it and retries its call) and SIGTERM follows 0.3 s later:
+    exit 143 with rlkit's one line, whatever Ray was doing with the signal, and none of Ray's own
+    lines ("(raylet) ... Task ... failed") on stdout or stderr."""
+    run_dir = tmp_path / "run"
+    proc = _endless_ray_run(run_dir, subprocess.PIPE)
+    try:
+        family = _first_checkpoint(run_dir, proc)
+        actors = _actor_pids(family)
+        assert actors, family
+        os.kill(actors[0], signal.SIGKILL)
+        time.sleep(0.3)  # the scenario: SIGTERM 0.3 s after the actor died
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        _stop(proc)
+    lines = [line for line in err.splitlines() if line.strip() and not line.startswith("warning: one CartPole")]
+    assert proc.returncode == 143 and lines == ["rlkit: terminated"], (proc.returncode, err)
+    assert "(raylet)" not in out and "(raylet)" not in err, out
+    assert out.strip().splitlines()[-1] == f"resume with: rlkit train --resume {run_dir}", out
+
+
+def _session_dir(family: set[int]) -> str | None:
+    """The temp dir of the Ray session these processes belong to (GCS and raylet name it on their command line)."""
+    import re
+
+    for pid in family:
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmd = f.read().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        found = re.search(r"(/\S*?/session_[^/\s]+)", cmd)
+        if found:
+            return found.group(1)
+    return None
+
+
+def _processes_of_session(session: str) -> dict[int, str]:
+    """Every live process that holds a file of the Ray session open (its logs, sockets), with its name."""
+    out = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            targets = [os.readlink(f"/proc/{entry}/fd/{fd}") for fd in os.listdir(f"/proc/{entry}/fd")]
+        except OSError:  # gone, or not ours
+            continue
+        if any(t.startswith(session + "/") for t in targets) and _alive(int(entry)):
+            out[int(entry)] = subprocess.run(["ps", "-o", "args=", "-p", entry], capture_output=True,
+                                             text=True).stdout.strip()
+    return out
+
+
+def _ray_names(family: set[int]) -> list[str]:
+    names = [subprocess.run(["ps", "-o", "args=", "-p", str(pid)], capture_output=True, text=True).stdout.strip()
+             for pid in family]
+    return [name for name in names if name.startswith("ray::")]
+
+
+@pytest.mark.parametrize("algo", ["ppo", pytest.param("rllib-ppo", marks=pytest.mark.slow)])
+def test_sigkill_of_the_driver_leaves_no_process_of_its_private_ray(tmp_path, algo):
+    """A `--backend ray` or `rllib-ppo` CLI killed by SIGKILL cannot shut its Ray down: nothing of that
+    private Ray (GCS, raylet, dashboard and runtime-env agents, actors) may outlive it by more than 20 s."""
+    if algo == "ppo":
+        proc = _endless_ray_run(tmp_path / "run", subprocess.DEVNULL)
+        started = lambda family: len(_actor_pids(family)) >= 2  # noqa: E731  Ray is up, both actors built
+    else:
+        proc = subprocess.Popen([sys.executable, "-m", "cli", "train", "--algo", "rllib-ppo", "--env", "CartPole-v1",
+                                 "--backend", "ray", "--workers", "1", "--steps", "10000000", "--run-dir",
+                                 str(tmp_path / "run"), "--no-progress", "--set", "train_batch_size=500",
+                                 "--set", "minibatch_size=100"],
+                                cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        started = lambda family: any("EnvRunner" in name for name in _ray_names(family))  # noqa: E731
+    try:
+        deadline, family = time.time() + 180, set()
+        while time.time() < deadline and not started(family):
+            assert proc.poll() is None, proc.stderr.read()
+            family |= _descendants(proc.pid)
+            time.sleep(0.2)
+        family |= _descendants(proc.pid)
+        session = _session_dir(family)
+        assert session is not None and started(family), _ray_names(family)
+        proc.kill()
+        proc.wait(timeout=60)
+        deadline = time.time() + 20
+        while time.time() < deadline and (any(_alive(p) for p in family) or _processes_of_session(session)):
+            time.sleep(0.5)
+        left = {p: "" for p in family if _alive(p)} | _processes_of_session(session)
+    finally:
+        _stop(proc)
+    for pid in left:  # what the test found alive, so that it does not outlive the test either
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    assert not left, f"processes of the driver's private Ray outlived it: {left}"
+
+
 def test_a_resumed_run_collects_with_the_workers_it_was_started_with(tmp_path, monkeypatch):
     """config.yaml's --workers survive a resume: the loaded agent gets them back (set_backend)."""
     from rlkit import training
