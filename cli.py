@@ -126,6 +126,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: 100)")
     t.add_argument("--checkpoint-every", type=_int("--checkpoint-every", 1), default=None,
                    help="env steps between checkpoints (default: max(eval-every, steps/10), at most 100000)")
+    t.add_argument("--video-every", type=_int("--video-every", 1), default=None, metavar="N",
+                   help="every N env steps, record one deterministic evaluation episode to "
+                        "RUN_DIR/videos/step_<n>.gif (.mp4 where the env renders frames over 256 px; the env "
+                        "must render rgb_array) and four of its frames to TensorBoard (default: no videos)")
     t.add_argument("--resume", default=None, metavar="RUN_DIR",
                    help="continue RUN_DIR from its last checkpoint, with the settings in its config.yaml")
     t.add_argument("--no-progress", action="store_true",

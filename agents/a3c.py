@@ -6,7 +6,7 @@ Several workers act at the same time, each in its own copies of the env. A worke
     2. collects t_max = ``n_steps`` steps with π(·|s; θ')
     3. computes n-step returns R_t = r_t + γ r_{t+1} + ... + γ^k V(s_{t+k}; θ') and the loss
 
-           L = -E[log π(a|s) (R - V(s))] + c_v E[(V(s) - R)^2] / 2 - c_e E[H[π]]
+           L = -E[log π(a|s) (R - V(s))] + c_v E[(V(s) - R)^2] - c_e E[H[π]]
 
        (the same loss as A2C: ``agents.actor_critic.a2c_loss``, with truncation bootstrapping and
        autoreset masking from rlkit.returns / rlkit.rollout)
@@ -34,6 +34,7 @@ would keep applying stale gradients (tests/test_a3c.py pins this).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 import time
@@ -67,7 +68,7 @@ class Config:
     gae_lambda: float = 1.0           # 1.0 = n-step returns, < 1 = GAE
     normalize_advantage: bool = False
     ent_coef: float = 0.01
-    vf_coef: float = 0.5
+    vf_coef: float = 0.25             # x MSE (A2C's loss, SB3's convention); 0.25 = the earlier 0.5 x MSE / 2
     max_grad_norm: float | None = 0.5
     norm_obs: bool = False            # the workers share one set of statistics (rlkit.normalization.SharedRMS)
     norm_reward: bool = False
@@ -252,6 +253,7 @@ class A3C:
             for rank in range(self.n_workers):
                 group.start(rank, "run", total_timesteps)
             running = set(range(self.n_workers))
+            stopped = None  # (θ, statistics) the callback saw when it said stop
             try:
                 while running:
                     try:
@@ -261,30 +263,75 @@ class A3C:
                         continue
                     if done is not None:
                         running.discard(done[0])
-                    self._drain(events)
+                    self._drain(events, log=stopped is None)
+                    if stopped is not None:  # what the workers still finish after a stop counts for nothing
+                        continue
                     self.num_timesteps = int(sum(steps))
-                    if callback is not None and not stop.value and not callback.on_step(self.num_timesteps, self):
-                        stop.value = 1
+                    if callback is not None and not stop.value:
+                        with self._held() as held:  # the callback sees one θ, not one the workers move
+                            go_on = callback.on_step(self.num_timesteps, self)
+                        if not go_on:
+                            stop.value = 1
+                            stopped = held
             finally:
                 stop.value = 1  # Ctrl-C or an error: every worker ends its update and returns
-        self._drain(events)
-        self.num_timesteps = int(sum(steps))
+        self._drain(events, log=stopped is None)
+        if stopped is None:
+            self.num_timesteps = int(sum(steps))
+        else:  # no update lands after the stop: θ is the one the callback evaluated and committed
+            self._restore(stopped)
         return self
 
+    @contextlib.contextmanager
+    def _held(self):
+        """θ and the normalisation statistics as they are now, copied to private memory, stand in for
+        the shared ones while the callback runs: the Hogwild workers go on updating the shared θ, and
+        the callback evaluates, stages as best and checkpoints this one θ. Yields (model, normalizers)."""
+        live_model, live_norm = self.parts.model, self.parts.normalizers
+        still = getattr(self, "_still", None)
+        if still is None:
+            still = self._still = copy.deepcopy(live_model)  # private: a deep copy is not in shared memory
+        still.load_state_dict(live_model.state_dict())
+        still_norm = live_norm.frozen_copy()
+        self.model = self.parts.model = still
+        self.parts.normalizers = still_norm
+        try:
+            yield still, still_norm
+        finally:
+            self.model = self.parts.model = live_model
+            self.parts.normalizers = live_norm
+
+    def _restore(self, held) -> None:
+        """After the callback said stop: the shared θ and statistics go back to the ones it saw, so the
+        updates of workers that were in flight do not land (``num_timesteps`` stays the stop's step)."""
+        model, normalizers = held
+        self.parts.model.load_state_dict(model.state_dict())
+        self.parts.normalizers.load_state(normalizers.state())
+
     def _restart(self, group, err, running: set, total_timesteps: int, stop) -> None:
+        """Replace a worker that raised or died. Every failure counts against the run's budget of
+        MAX_RESTARTS, a replacement that fails while it starts (or before its first call) included;
+        the one after the budget ends the run with its error."""
         import sys
 
-        if self.worker_restarts >= MAX_RESTARTS:
-            raise err
-        self.worker_restarts += 1
-        print(f"a3c: {err}; restarting it ({self.worker_restarts} of at most {MAX_RESTARTS} restarts)",
-              file=sys.stderr)
-        group.restart(err.rank)
-        self.worker_pids[err.rank] = group.call(err.rank, "pid")
-        if stop.value:
-            running.discard(err.rank)
-        else:
-            group.start(err.rank, "run", total_timesteps)
+        from rlkit.workers import WorkerError
+
+        while True:
+            if self.worker_restarts >= MAX_RESTARTS:
+                raise err
+            self.worker_restarts += 1
+            print(f"a3c: {err}; restarting it ({self.worker_restarts} of at most {MAX_RESTARTS} restarts)",
+                  file=sys.stderr)
+            try:
+                group.restart(err.rank)
+                self.worker_pids[err.rank] = group.pid(err.rank)
+                if stop.value:
+                    running.discard(err.rank)
+                else:
+                    group.start(err.rank, "run", total_timesteps)
+                return
+            except WorkerError as again:  # the replacement died too
+                err = again
 
     def _learn_ray(self, total_timesteps: int, callback) -> A3C:
         from rlkit.workers import WorkerGroup
@@ -322,9 +369,10 @@ class A3C:
         return self
 
     # --- logging -------------------------------------------------------------------------
-    def _drain(self, events) -> None:
+    def _drain(self, events, log: bool = True) -> None:
         """Log what the workers reported since the last call, as one point: a worker reports every
-        update (hundreds a second), more than TensorBoard or this process should handle one by one."""
+        update (hundreds a second), more than TensorBoard or this process should handle one by one.
+        ``log=False`` (after a stop) only empties the queue."""
         import queue
 
         batch = []
@@ -333,7 +381,7 @@ class A3C:
                 batch.append(events.get_nowait())
             except queue.Empty:
                 break
-        if not batch:
+        if not batch or not log:
             return
         for rank, _, done, ep_returns, ep_lengths, _, _ in batch:
             self.worker_steps[rank] = done

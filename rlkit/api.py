@@ -239,10 +239,11 @@ def train(algo: str, env, *, steps: int | None = None, seed: int = 0, runs_root=
           eval_every: int = 10_000, eval_episodes: int = 10, stop_at_return: float | None = None,
           final_eval_episodes: int = 100, device: str = "auto", backend: str = "local", workers: int | None = None,
           env_kwargs: dict | None = None, on_step=None, on_eval=None, progress: bool = False, quiet: bool = True,
-          untuned: bool = False, **hyperparams) -> Path:
+          untuned: bool = False, video_every: int | None = None, **hyperparams) -> Path:
     """``rlkit train`` from Python: a run directory like the CLI's (returned). ``on_step(num_timesteps,
     agent)`` after every update and ``on_eval(num_timesteps, result, agent)`` after every evaluation may
-    return False to end the run there. ``steps`` defaults to the yaml entry's ``n_timesteps``."""
+    return False to end the run there. ``steps`` defaults to the yaml entry's ``n_timesteps``.
+    ``video_every``: one evaluation episode to RUN_DIR/videos/step_<n>.gif every that many env steps."""
     from rlkit import training
 
     _check_in_process(env, algo, backend, workers)
@@ -256,7 +257,7 @@ def train(algo: str, env, *, steps: int | None = None, seed: int = 0, runs_root=
         eval_episodes=eval_episodes, stop_at_return=stop_at_return, final_eval_episodes=final_eval_episodes,
         progress=progress, quiet=quiet, untuned=untuned, env_packages=packages,
         command=["# python", f"rlkit.train({algo!r}, {env_id!r}, ...)"], on_step=_wrap(on_step, 2),
-        on_eval=_wrap(on_eval, 3))
+        on_eval=_wrap(on_eval, 3), video_every=video_every)
     return Path(run_dir)
 
 

@@ -1,13 +1,24 @@
 """`rlkit compare`: per-env tables (final eval with a 95% interval, time to threshold, throughput) and curves.
 
 Runs are grouped by algorithm and configuration (the resolved hyperparameters and env kwargs in
-config.yaml), so two settings of one algorithm are two rows; a row counts its distinct seeds, and
-runs that repeat a seed of the same configuration are averaged into one sample before any
-statistic. Intervals are percentile-bootstrap 95% intervals of the mean over seeds
+config.yaml, and where the run trained: its backend and number of workers), so two settings of one
+algorithm are two rows, labelled by what tells them apart ("ppo (ray, 2 workers)", "ppo [n_epochs=4]");
+a row counts its distinct seeds, and runs that repeat a seed of the same configuration are averaged
+into one sample before any statistic. The chart's legend counts seeds (and runs) as the table does.
+Intervals are percentile-bootstrap 95% intervals of the mean over seeds
 (``scipy.stats.bootstrap``): every resample's mean lies between the smallest and the largest of the
 seeds' scores, so an interval never leaves their range (CartPole's band never rises above 500).
-Curves draw a marker at every evaluation, so a run with a single evaluation (solved at its first)
-is a visible point.
+
+Curves: runs are not all evaluated at the same steps (A3C evaluates at the first update past each
+``eval_every``, so its points drift from run to run), so before any averaging each run's evaluation
+returns are put on one step grid per row by linear interpolation (``np.interp``) between its own
+evaluations: the grid starts at the step by which every run of the row has been evaluated and goes
+every ``eval_every`` steps (the smallest of the row's runs) to the last evaluation, which is on it too.
+A run that ended earlier (stopped at --stop-at-return) keeps its last (solving) value from there on.
+Every grid point then averages the same seeds, so drift never turns into a zig-zag. A marker is drawn
+at every grid point, so a run with a single evaluation (solved at its first) is a visible point. The
+y axis is the evaluation return: the mean over the stop check's ``eval_episodes`` deterministic
+episodes (TensorBoard tag ``eval/mean_reward``), or the reward per step for continuing tasks.
 
 The final eval column is the confirmation score of run.json ``final_eval`` (episodes the stop check
 never saw, rlkit/training.py). Runs without one (interrupted, or written before it existed) fall
@@ -35,6 +46,7 @@ N_RESAMPLES = 9_999
 BOOTSTRAP_SEED = 0  # the same runs give the same interval every time
 MAX_LABEL = 60
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">")
+MAX_GRID_POINTS = 1000  # a curve's common step grid is at most this fine (step_grid)
 
 
 def bootstrap_ci(values, axis: int = 0) -> tuple:
@@ -139,9 +151,21 @@ def _reference(env_id: str, env_kwargs: dict, env_packages=None):
 
 
 def config_key(settings: dict) -> str:
-    """What makes two runs of one algorithm the same configuration: hyperparameters and env kwargs."""
+    """What makes two runs of one algorithm the same configuration: hyperparameters, env kwargs, and
+    where it trained (the backend and the number of workers: a Ray run is not a local one)."""
     return json.dumps({"hyperparams": settings.get("hyperparams") or {},
-                       "env_kwargs": settings.get("env_kwargs") or {}}, sort_keys=True, default=str)
+                       "env_kwargs": settings.get("env_kwargs") or {},
+                       "backend": settings.get("backend") or "local", "workers": settings.get("workers")},
+                      sort_keys=True, default=str)
+
+
+def _where(cfg: dict) -> str:
+    """'ray, 2 workers', 'local': the backend and the workers of a configuration (config_key)."""
+    workers = cfg.get("workers")
+    text = str(cfg.get("backend") or "local")
+    if workers is not None:
+        text += f", {workers} worker{'s' if workers != 1 else ''}"
+    return text
 
 
 def _flatten(value, prefix: str = "") -> dict:
@@ -155,7 +179,8 @@ def _flatten(value, prefix: str = "") -> dict:
 
 def group_runs(recs: list[dict]) -> dict:
     """{label: [run record, ...]} for one env: one group per (algorithm, configuration). The label is
-    the algorithm, followed by the settings that tell its configurations apart when it has several."""
+    the algorithm, followed by what tells its configurations apart when it has several: where they
+    trained in parentheses ("ppo (ray, 2 workers)"), differing settings in brackets ("ppo [n_epochs=4]")."""
     groups: dict = defaultdict(list)
     for rec in recs:
         groups[(rec["settings"]["algo"], config_key(rec["settings"]))].append(rec)
@@ -167,17 +192,22 @@ def group_runs(recs: list[dict]) -> dict:
         if len(keys) == 1:
             labels[(algo, keys[0])] = algo
             continue
-        flat = {}
+        flat, where = {}, {}
         for key in keys:
             cfg = json.loads(key)
             flat[key] = {**_flatten(cfg["hyperparams"]), **_flatten(cfg["env_kwargs"], "env_kwargs.")}
+            where[key] = _where(cfg)
         names = sorted({n for f in flat.values() for n in f})
         differ = [n for n in names if len({f.get(n, "–") for f in flat.values()}) > 1]
+        where_differs = len(set(where.values())) > 1
         for key in keys:
-            text = ", ".join(f"{n}={flat[key].get(n, '–')}" for n in differ)
-            if len(text) > MAX_LABEL:
-                text = text[: MAX_LABEL - 1] + "…"
-            labels[(algo, key)] = f"{algo} [{text}]"
+            label = algo + (f" ({where[key]})" if where_differs else "")
+            if differ:
+                text = ", ".join(f"{n}={flat[key].get(n, '–')}" for n in differ)
+                if len(text) > MAX_LABEL:
+                    text = text[: MAX_LABEL - 1] + "…"
+                label += f" [{text}]"
+            labels[(algo, key)] = label
         if len({labels[(algo, k)] for k in keys}) < len(keys):  # cut to the same text: number them
             for i, key in enumerate(sorted(keys)):
                 labels[(algo, key)] = f"{labels[(algo, key)]} #{i + 1}"
@@ -251,15 +281,21 @@ def compare(paths, out: Path | None = None, threshold: float | None = None) -> P
             if unconfirmed:
                 cell += f" ({unconfirmed} unconfirmed: last periodic eval)"
             count = f"{n_seeds}" if n_seeds == len(recs) else f"{n_seeds} ({len(recs)} runs)"
+            # The legend counts as this column does: seeds, and runs when a seed was run more than once.
+            legend = f"{n_seeds} seed{'s' if n_seeds != 1 else ''}" + (
+                f", {len(recs)} runs" if n_seeds != len(recs) else "")
             rows.append(f"| {label.replace('|', '/')} | {count} | {cell} | {len(steps_to)}/{len(recs)} | "
                         f"{med(steps_to, lambda x: f'{x:.0f}')} | {med(secs_to, lambda x: f'{x:.2f}')} | "
                         f"{med(fps, lambda x: f'{x:.0f}')} |")
-            curves[label] = per_seed(recs, [read_curve(rec["dir"], tag) for rec in recs])
+            curves[label] = {"by_seed": per_seed(recs, [read_curve(rec["dir"], tag) for rec in recs]),
+                             "count": legend, "every": _eval_interval(recs)}
         rows += ["", f"Intervals: percentile bootstrap of the mean over seeds (scipy.stats.bootstrap, "
                      f"{N_RESAMPLES} resamples), within the seeds' range; runs repeating a seed of one "
                      f"configuration count as one seed (averaged)."]
         md += rows + [""]
-        plots.append((env_id, curves, ref, thr, tag))
+        episodes = sorted({int(r["settings"]["eval_episodes"]) for r in all_recs
+                           if isinstance(r["settings"].get("eval_episodes"), int)})
+        plots.append((env_id, curves, ref, thr, tag, episodes))
     text = "\n".join(md)
     print(text)
     # Each file to a temp file in its folder, then renamed: a kill or a full disk mid-write leaves the
@@ -270,29 +306,50 @@ def compare(paths, out: Path | None = None, threshold: float | None = None) -> P
     return out
 
 
-def seed_curves(by_seed: dict) -> tuple[np.ndarray, np.ndarray]:
-    """(grid, values[seed, grid]): each seed's curve (its runs averaged) on the union of their steps.
-    A run stopped at --stop-at-return keeps its last (solving) policy: its last evaluation is carried
-    forward, or the mean would be over the slower runs only. Before a seed's first evaluation: nan."""
-    curves = [(s, v) for runs_ in by_seed.values() for s, v in runs_ if len(s)]
+def _eval_interval(recs: list[dict]) -> int | None:
+    """The smallest ``eval_every`` of the runs (the step of their common grid), None if none says."""
+    every = [r["settings"].get("eval_every") for r in recs]
+    every = [int(e) for e in every if isinstance(e, (int, float)) and not isinstance(e, bool) and e >= 1]
+    return min(every) if every else None
+
+
+def step_grid(curves: list, every: float | None = None) -> np.ndarray:
+    """The common step grid of some runs' evaluation curves [(steps, values), ...]: from the step by
+    which every run has been evaluated (its first evaluation), every ``every`` steps (default: the
+    median spacing of their evaluations) up to the last evaluation of any run, which ends the grid."""
+    curves = [(np.asarray(s, dtype=float), v) for s, v in curves if len(s)]
     if not curves:
+        return np.zeros(0)
+    start = max(s[0] for s, _ in curves)
+    end = max(s[-1] for s, _ in curves)
+    if every is None:
+        gaps = np.concatenate([np.diff(s) for s, _ in curves])
+        gaps = gaps[gaps > 0]
+        every = float(np.median(gaps)) if len(gaps) else None
+    if not every or end <= start:
+        return np.array([start]) if end <= start else np.array([start, end])
+    every = max(float(every), (end - start) / MAX_GRID_POINTS)  # the band bootstraps every column
+    grid = np.arange(start, end, every)
+    return np.append(grid, end) if grid[-1] < end else grid
+
+
+def seed_curves(by_seed: dict, every: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(grid, values[seed, grid]): every run's evaluations linearly interpolated (``np.interp``) onto
+    one step grid (``step_grid``), then each seed's runs averaged. Runs evaluated at different steps
+    (A3C's drift) are averaged at the same steps, over the same seeds at every point. A run stopped at
+    --stop-at-return keeps its last (solving) policy: its last evaluation is carried forward, or the
+    mean would be over the slower runs only."""
+    curves = [(np.asarray(s, dtype=float), np.asarray(v, dtype=float))
+              for runs_ in by_seed.values() for s, v in runs_ if len(s)]
+    grid = step_grid(curves, every)
+    if not len(grid):
         return np.zeros(0), np.zeros((0, 0))
-    grid = np.unique(np.concatenate([s for s, _ in curves]))
     rows = []
     for runs_ in by_seed.values():
-        ys = []
-        for s, v in runs_:
-            if not len(s):
-                continue
-            y = np.full(len(grid), np.nan)
-            inside = (grid >= s[0]) & (grid <= s[-1])
-            y[inside] = np.interp(grid[inside], s, v)
-            y[grid > s[-1]] = v[-1]
-            ys.append(y)
+        ys = [np.interp(grid, np.asarray(s, dtype=float), np.asarray(v, dtype=float))  # flat past the last
+              for s, v in runs_ if len(s)]
         if ys:
-            with warnings.catch_warnings():  # all-nan columns before this seed's first evaluation
-                warnings.simplefilter("ignore", RuntimeWarning)
-                rows.append(np.nanmean(np.array(ys), axis=0))
+            rows.append(np.mean(np.array(ys), axis=0))
     return grid, np.array(rows)
 
 
@@ -317,6 +374,18 @@ def band(ys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray
     return mean, low, high, n
 
 
+CAPTION = ("Lines: mean over seeds; bands: 95% percentile-bootstrap interval over seeds. Each run's evaluations are "
+           "interpolated linearly onto one step grid per row (every eval_every steps, from the step by which all "
+           "its runs have been evaluated); a run that stopped early keeps its last value.")
+
+
+def y_label(tag: str, episodes: list) -> str:
+    """The y axis: what the plotted number is (not the TensorBoard tag it is read from)."""
+    n = "/".join(map(str, episodes)) if episodes else "N"
+    what = "evaluation reward per step" if tag.endswith("reward_per_step") else "evaluation return"
+    return f"{what} (mean over {n} episodes)"
+
+
 def _plot(plots, path: Path):
     """Draw one panel per env and save it; returns the (closed) figure, whose artists tests inspect."""
     import matplotlib
@@ -324,20 +393,18 @@ def _plot(plots, path: Path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(plots), figsize=(6 * len(plots), 4), squeeze=False)
-    for ax, (env_id, curves, ref, thr, tag) in zip(axes[0], plots):
-        for i, (label, by_seed) in enumerate(curves.items()):
-            grid, ys = seed_curves(by_seed)
+    fig, axes = plt.subplots(1, len(plots), figsize=(6 * len(plots), 4.8), squeeze=False)
+    for ax, (env_id, curves, ref, thr, tag, episodes) in zip(axes[0], plots):
+        for i, (label, curve) in enumerate(curves.items()):
+            grid, ys = seed_curves(curve["by_seed"], curve["every"])
             if not len(grid):
                 continue
             mean, low, high, _ = band(ys)
-            every = max(1, len(grid) // 40)  # a marker at every evaluation, thinned on long curves
-            n = len(ys)
+            every = max(1, len(grid) // 40)  # a marker at every grid point, thinned on long curves
             # Each group its own marker shape, later ones smaller: two groups that end on the same
             # point (both solved at the same evaluation) stay visible one inside the other.
             (line,) = ax.plot(grid, mean, marker=MARKERS[i % len(MARKERS)], markersize=max(4, 8 - 1.5 * i),
-                              markevery=every, lw=1.5, zorder=3 + 0.01 * i,
-                              label=f"{label} ({n} seed{'s' if n != 1 else ''})")
+                              markevery=every, lw=1.5, zorder=3 + 0.01 * i, label=f"{label} ({curve['count']})")
             if np.isfinite(low).any():
                 ax.fill_between(grid, low, high, alpha=0.2, color=line.get_color(), lw=0)
         if ref is not None:
@@ -345,11 +412,12 @@ def _plot(plots, path: Path):
         if thr is not None and not (ref is not None and ref["metric"] == "reward_per_step"):
             ax.axhline(thr, ls=":", color="gray", lw=1, label=f"threshold {thr}")
         ax.set_title(env_id)
-        ax.set_xlabel("environment steps")
-        ax.set_ylabel(f"{tag} (mean, 95% bootstrap CI)")
+        ax.set_xlabel("environment steps (evaluations interpolated linearly onto one grid)")
+        ax.set_ylabel(y_label(tag, episodes))
         ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
-    fig.tight_layout()
+    fig.text(0.5, 0.01, CAPTION, ha="center", va="bottom", fontsize=7, wrap=True)
+    fig.tight_layout(rect=(0, 0.12, 1, 1))
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=90)
     plt.close(fig)

@@ -39,6 +39,8 @@ with ``merge_updates`` (Chan et al.'s parallel update, exact in any order).
 
 from __future__ import annotations
 
+import copy
+
 import gymnasium as gym
 import numpy as np
 import torch
@@ -237,6 +239,20 @@ class Normalizers:
             shared.mean, shared.var, shared.count = rms.mean, rms.var, rms.count
             setattr(self, name, shared)
         return self
+
+    def frozen_copy(self) -> Normalizers:
+        """These statistics as they are now, in private memory (plain arrays): what A3C's learner
+        evaluates and checkpoints while its workers go on updating the shared ones. Without
+        statistics there is nothing to freeze: self."""
+        named = self._named()
+        if not named:
+            return self
+        frozen = copy.copy(self)
+        for name, rms in named:
+            plain = RunningMeanStd(shape=np.shape(rms.mean), dtype=np.asarray(rms.mean).dtype)
+            plain.mean, plain.var, plain.count = np.array(rms.mean), np.array(rms.var), float(rms.count)
+            setattr(frozen, name, plain)
+        return frozen
 
     def _named(self):
         return [(name, rms) for name, rms in (("obs_rms", self.obs_rms), ("return_rms", self.return_rms))

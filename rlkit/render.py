@@ -98,6 +98,43 @@ def write_video(frames: list[np.ndarray], out: Path, fps: int = 30) -> Path:
     return out
 
 
+GIF_MAX_SIDE = 256  # larger frames go to MP4: GIF encoding of 600x400 CartPole frames is ~20 ms a frame
+
+
+def check_rgb_array(env_id: str, env_kwargs: dict, flag: str = "--video-every") -> None:
+    """Refuse (UsageError, exit 2) an env that cannot render rgb_array frames, before a run starts."""
+    from rlkit.environments import make_env
+
+    env = make_env(env_id, env_kwargs)
+    try:
+        modes = list(env.metadata.get("render_modes") or [])
+    finally:
+        env.close()
+    if "rgb_array" not in modes:
+        raise UsageError(f"{flag}: env {env_id} does not render rgb_array frames (its render modes: "
+                         f"{', '.join(map(str, modes)) or 'none'}), so there is nothing to record; leave {flag} out")
+
+
+def record_training_video(agent, env_id: str, env_kwargs: dict, folder: Path, step: int, seed: int,
+                          logger=None) -> Path:
+    """``train --video-every``: one deterministic evaluation episode (seed ``seed``) of ``agent`` to
+    ``folder/step_<step>.gif``, or ``.mp4`` where the env's frames are larger than GIF_MAX_SIDE pixels
+    on a side; through ``record_episodes`` and ``write_video`` as ``rlkit render``. ``logger`` gets four
+    of its frames side by side as a TensorBoard image (``eval/video_frames``): torch's ``add_video``
+    does not work with moviepy 2 (docs/architecture.md §11), so the clip itself is a file only."""
+    frames, _ = record_episodes(agent, env_id, env_kwargs, 1, seed)
+    if not frames:
+        raise RuntimeError(f"env {env_id} rendered no frames")
+    suffix = ".gif" if max(np.shape(frames[0])[:2]) <= GIF_MAX_SIDE else ".mp4"
+    out = write_video(frames, Path(folder) / f"step_{int(step)}{suffix}", fps=_render_fps(env_id, env_kwargs))
+    if logger is not None:
+        picks = [frames[i] for i in np.linspace(0, len(frames) - 1, min(4, len(frames))).round().astype(int)]
+        stride = max(1, -(-max(np.shape(picks[0])[:2]) // GIF_MAX_SIDE))  # thumbnails, at most 256 px a side
+        logger.image("eval/video_frames", np.concatenate([np.asarray(f)[::stride, ::stride, :3] for f in picks],
+                                                         axis=1), int(step))
+    return out
+
+
 def render_run(run_dir: Path, episodes: int = 1, seed: int = 10_000, out: Path | None = None,
                window: bool = False, checkpoint: str = "latest", on_episode=None) -> Path | None:
     """Render episodes of a run's ``checkpoint`` (latest, best, step_<n>) to ``out`` or a window."""

@@ -270,6 +270,7 @@ _SETTINGS = {
     "eval_episodes": (lambda v: _is_int(v) and 1 <= v < 2**63, "an integer >= 1"),
     "checkpoint_every": (lambda v: _is_int(v) and 1 <= v < 2**63, "an integer >= 1"),
     "final_eval_episodes": (lambda v: _is_int(v) and 0 <= v < 2**63, "an integer >= 0"),
+    "video_every": (lambda v: v is None or (_is_int(v) and 1 <= v < 2**63), "an integer >= 1 or null"),
     "stop_at_return": (lambda v: v is None or _is_number(v), "a finite number or null"),
     "env_kwargs": (lambda v: v is None or isinstance(v, dict), "a mapping"),
     "hyperparams": (lambda v: v is None or isinstance(v, dict), "a mapping"),

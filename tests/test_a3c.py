@@ -153,9 +153,115 @@ def test_ctrl_c_leaves_a_checkpoint_and_no_child_processes(tmp_path):
     assert time.time() - t0 < 15, "every worker stops within seconds"
     assert proc.returncode != 0 and "Traceback" not in err
     assert list((run_dir / "checkpoints").glob("step_*.pt"))
-    time.sleep(0.5)
+    deadline = time.time() + 20  # the resource tracker ends once the last holder of its pipe has
+    while time.time() < deadline and any(_exists(pid) for pid in children):
+        time.sleep(0.1)
     alive = [pid for pid in children if _exists(pid)]
     assert not alive, f"orphan processes {alive}"
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def test_sigkill_of_the_learner_ends_its_workers(tmp_path):
+    """SIGKILL leaves the Hogwild workers (and multiprocessing's resource tracker) without their
+    learner: they end on their own within seconds instead of training on forever."""
+    run_dir = tmp_path / "run"
+    cmd = [sys.executable, "-m", "cli", "train", "--algo", "a3c", "--env", ENV, "--workers", "2",
+           "--steps", "10000000", "--eval-every", "100000", "--checkpoint-every", "1024",
+           "--run-dir", str(run_dir), "--no-progress"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline, children = time.time() + 180, set()
+        while time.time() < deadline and not list((run_dir / "checkpoints").glob("step_*.pt")):
+            assert proc.poll() is None, proc.stderr.read()
+            children |= _children(proc.pid)
+            time.sleep(0.1)
+        children |= _children(proc.pid)
+        workers = [pid for pid in children if "spawn_main" in _cmdline(pid)]
+        assert len(workers) >= 2, {pid: _cmdline(pid) for pid in children}  # training, in two workers
+        proc.kill()
+        proc.wait(timeout=60)
+        deadline = time.time() + 20
+        while time.time() < deadline and any(_exists(pid) for pid in children):
+            time.sleep(0.2)
+        alive = {pid: _cmdline(pid) for pid in children if _exists(pid)}
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for pid in children:  # what the test found alive, so that it does not outlive the test either
+            if _exists(pid):
+                os.kill(pid, signal.SIGKILL)
+    assert not alive, f"processes outlived their learner: {alive}"
+
+
+class GatedWorker(A3CWorker):
+    """An A3CWorker whose construction announces itself and waits while RLKIT_TEST_GATE/closed exists,
+    so a test can kill a replacement worker during its start-up."""
+
+    def __init__(self, rank, *args, **kwargs):
+        gate = os.environ.get("RLKIT_TEST_GATE")
+        if gate and os.path.exists(os.path.join(gate, "closed")):
+            with open(os.path.join(gate, f"starting-{os.getpid()}"), "w"):
+                pass
+            deadline = time.time() + 120
+            while os.path.exists(os.path.join(gate, "closed")) and time.time() < deadline:
+                time.sleep(0.05)
+        super().__init__(rank, *args, **kwargs)
+
+
+def test_a_replacement_killed_during_start_up_counts_against_the_restart_budget(tmp_path, monkeypatch):
+    """Worker 1 is killed; its replacement is killed while it starts (in __init__). That is the
+    second of the run's three restarts, not the end of the run."""
+    import threading
+
+    import agents.a3c as a3c
+
+    gate = tmp_path / "gate"
+    gate.mkdir()
+    monkeypatch.setenv("RLKIT_TEST_GATE", str(gate))  # the spawn workers inherit it
+    monkeypatch.setattr(a3c, "A3CWorker", GatedWorker)
+    killed = []
+
+    def kill_the_replacement():
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            starting = list(gate.glob("starting-*"))
+            if starting:
+                pid = int(starting[0].name.split("-")[1])
+                (gate / "closed").unlink()  # the next replacement starts normally
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+                return
+            time.sleep(0.02)
+
+    class KillWorkerOne:
+        killed = None
+
+        def on_step(self, num_timesteps, agent):
+            if self.killed is None and num_timesteps > 256:
+                (gate / "closed").touch()
+                threading.Thread(target=kill_the_replacement, daemon=True).start()
+                self.killed = agent.worker_pids[1]
+                os.kill(self.killed, signal.SIGKILL)
+            return True
+
+    agent = A3C(ENV, _cfg(), seed=0, device="cpu", workers=2)
+    try:
+        cb = KillWorkerOne()
+        agent.learn(4096, callback=cb)
+        assert cb.killed is not None and killed, "worker 1 and its first replacement were killed"
+        assert agent.num_timesteps >= 4096
+        assert agent.worker_restarts == 2
+        assert agent.worker_pids[1] not in (cb.killed, killed[0])
+    finally:
+        agent.close()
 
 
 def _exists(pid: int) -> bool:
@@ -202,3 +308,32 @@ def test_two_workers_solve_cartpole(backend, tmp_path):
     assert proc.returncode == 0, proc.stderr
     info = json.loads((run_dir / "run.json").read_text())
     assert info.get("solved_at_step") is not None, info.get("evals")
+
+
+@pytest.mark.parametrize("backend", ["local", "ray"])
+def test_no_update_lands_after_the_stop_check_passes(backend, tmp_path, request):
+    """Issue 34: A3C went on training after its stop check passed (Hogwild workers kept applying the
+    gradients they had in flight), printed a worse evaluation after "solved", and committed that θ as
+    the latest checkpoint. Now the run ends on the solving evaluation, and the committed checkpoint
+    (what `eval` plays) holds the θ that was evaluated, the same as best.pt."""
+    from rlkit import training
+    from rlkit.runs import committed_checkpoint
+
+    if backend == "ray":
+        request.getfixturevalue("ray_session")
+    threshold = 50.0
+    run_dir = training.train("a3c", ENV, steps=100_000, run_dir=tmp_path / "run", eval_every=1000, eval_episodes=5,
+                             stop_at_return=threshold, final_eval_episodes=0, progress=False, quiet=True,
+                             workers=2, backend=backend, sets={"n_envs": 1, "n_steps": 5})
+    info = json.loads((run_dir / "run.json").read_text())
+    assert info["status"] == "solved", info
+    solved = info["solved_at_step"]
+    last_step, _, last_mean = info["evals"][-1]
+    assert last_step == solved == info["steps"] and last_mean >= threshold, info["evals"]
+    latest = committed_checkpoint(run_dir)
+    assert latest.name == f"step_{solved}.pt"
+    committed = torch.load(latest, weights_only=True)["state"]["model"]
+    best = torch.load(run_dir / "checkpoints" / "best.pt", weights_only=True)["state"]["model"]
+    assert committed.keys() == best.keys()
+    for name in best:
+        assert torch.equal(committed[name], best[name]), name

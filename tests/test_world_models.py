@@ -386,8 +386,9 @@ def test_pipeline_smoke_writes_every_artifact(pipeline):
         assert (run_dir / name).is_file(), name
     import imageio.v2 as imageio
 
-    # V's frames (top row) over its reconstructions (bottom), each pixel drawn 2 x 2.
-    assert imageio.imread(run_dir / "videos" / "vae_reconstruction.png").shape == (2 * 2 * 64, 8 * 2 * 64, 3)
+    # V's frames (top row) over its reconstructions (bottom), each pixel drawn 2 x 2, after a label column.
+    png = imageio.imread(run_dir / "videos" / "vae_reconstruction.png")
+    assert png.shape[0] == 2 * 2 * 64 and png.shape[1] > 8 * 2 * 64 and png.shape[2] == 3
     assert len(list((run_dir / "data").glob("rollouts_*.npz"))) == 2
     assert not (run_dir / "stages" / "vae_last.pt").exists()  # partial checkpoints are cleaned up
     assert calls and calls == sorted(calls) and calls[-1] == agent.num_timesteps
@@ -795,3 +796,52 @@ def test_catch_real_controller_beats_random(tmp_path):
     agent.learn(10**9)
     result = evaluate(agent, ENV, episodes=100, env_kwargs=env_kwargs)
     assert result["mean_return"] > -4.0  # measured 0.20 (seed 0); random play -6.4
+
+
+# --- pictures (issue 34) ---------------------------------------------------------------------
+def test_vae_reconstruction_png_labels_its_rows(pipeline):
+    """videos/vae_reconstruction.png: a column on the left names the rows, "frame" over "V's
+    reconstruction"; the frames themselves follow it unchanged."""
+    import imageio.v2 as imageio
+
+    from agents.world_models.stages import RECONSTRUCTION_ROWS, label_rows
+
+    assert RECONSTRUCTION_ROWS == ("frame", "V's reconstruction")
+    _, run_dir, _ = pipeline
+    png = imageio.imread(run_dir / "videos" / "vae_reconstruction.png")
+    width = png.shape[1] - 8 * 2 * 64
+    column = png[:, :width]
+    top, bottom = column[: 2 * 64], column[2 * 64:]
+    assert (top == 255).all(axis=-1).any() and (bottom == 255).all(axis=-1).any()  # white text in each row
+    assert not np.array_equal(top, bottom)  # two different labels
+    # label_rows only adds the column: the image it is given follows it as it was
+    image = np.random.default_rng(0).integers(0, 256, (128, 300, 3), dtype=np.uint8)
+    labelled = label_rows(image, RECONSTRUCTION_ROWS)
+    assert labelled.shape[0] == 128 and np.array_equal(labelled[:, -300:], image)
+    assert labelled.shape[1] - 300 == width  # the same column as the picture's
+
+
+def test_dream_gif_scales_a_dim_clip_to_be_visible(pipeline, tmp_path):
+    """A small V decodes Catch's objects as faint blurs (its output is a sigmoid in [0, 1]; the tiny
+    pipeline's brightest pixels are ~0.2-0.5), so dream.gif looked black: the clip is scaled by one
+    factor, 1 / its 99.9th percentile (at most DREAM_MAX_GAIN), and a bright clip is left alone."""
+    import imageio.v2 as imageio
+
+    from agents.world_models.stages import DREAM_MAX_GAIN, dream_gain
+
+    agent, _, _ = pipeline
+    traj = write_dream_gif(tmp_path / "dream.gif", agent.vae, agent.mdrnn, agent.init_latents, agent.codec,
+                           agent.params, seed=0, temperature=1.0, max_steps=20)
+    with torch.no_grad():
+        decoded = agent.vae.decode(torch.as_tensor(traj))
+    assert float(decoded.max()) < 0.9  # the tiny V is dim: this is the case being fixed
+    gain = dream_gain(decoded)
+    assert 1.0 < gain <= DREAM_MAX_GAIN
+    frames = np.array(imageio.mimread(tmp_path / "dream.gif"))
+    assert frames.max() >= 250 and frames.max() > 255 * float(decoded.max()) * 1.1
+
+    bright = torch.zeros(2, 3, 64, 64)
+    bright[:, :, 10:20, 10:20] = 1.0
+    assert dream_gain(bright) == 1.0 and dream_gain(torch.zeros(1, 3, 64, 64)) == 1.0
+    faint = torch.full((1, 3, 64, 64), 0.001)
+    assert dream_gain(faint) == DREAM_MAX_GAIN

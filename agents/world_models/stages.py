@@ -176,7 +176,8 @@ def vae_stage(ctx: StageContext) -> dict:
             ctx.logger.image("vae/input_vs_reconstruction", image, epoch + 1)
             save_checkpoint(art.partial_path(ctx.work_dir, "vae"), {"vae": vae.state_dict(), "opt": opt.state_dict()},
                             {**sizes, "epoch": epoch + 1, "step": step, "vae_id": vae_id})
-    write_png(ctx.run_dir / "videos" / "vae_reconstruction.png", reconstruction() if image is None else image)
+    write_png(ctx.run_dir / "videos" / "vae_reconstruction.png", reconstruction() if image is None else image,
+              row_labels=RECONSTRUCTION_ROWS)
     meta = art.save_vae(ctx.work_dir / art.VAE_FILE, vae.cpu(),
                         {"vae_id": vae_id, "epochs": cfg.vae_epochs, "frames": manifest["steps"], **ctx.spaces()})
     art.drop_partial(ctx.work_dir, "vae")
@@ -329,20 +330,70 @@ def _split(items, workers: int) -> list:
     return [c for c in np.array_split(items, min(workers, len(items))) if len(c)]
 
 
-def write_png(path: Path, image_hwc: np.ndarray, scale: int = 2) -> None:
-    """Save an HWC uint8 image, each pixel drawn ``scale`` x ``scale`` (64x64 frames are small)."""
+RECONSTRUCTION_ROWS = ("frame", "V's reconstruction")  # vae_reconstruction.png: side_by_side's two rows
+
+
+def label_rows(image_hwc: np.ndarray, labels, size: int = 14) -> np.ndarray:
+    """``image_hwc`` with a column on its left naming each of its ``len(labels)`` equal-height rows
+    (white text on dark grey, PIL's default font)."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    try:
+        font = ImageFont.load_default(size=size)
+    except TypeError:  # Pillow without FreeType: its fixed bitmap font
+        font = ImageFont.load_default()
+    height = image_hwc.shape[0]
+    row = height // len(labels)
+    pad = 6
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    boxes = [measure.textbbox((0, 0), text, font=font) for text in labels]
+    width = max(box[2] - box[0] for box in boxes) + 2 * pad
+    column = Image.new("RGB", (width, height), (40, 40, 40))
+    draw = ImageDraw.Draw(column)
+    for i, (text, box) in enumerate(zip(labels, boxes)):
+        y = i * row + (row - (box[3] - box[1])) // 2 - box[1]
+        draw.text((pad - box[0], y), text, fill=(255, 255, 255), font=font)
+    return np.concatenate([np.asarray(column, dtype=np.uint8), image_hwc[..., :3]], axis=1)
+
+
+def write_png(path: Path, image_hwc: np.ndarray, scale: int = 2, row_labels=None) -> None:
+    """Save an HWC uint8 image, each pixel drawn ``scale`` x ``scale`` (64x64 frames are small), with
+    ``row_labels`` (one per row of frames) in a column on its left."""
     import imageio.v2 as imageio
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.tmp.png")
-    imageio.imwrite(tmp, image_hwc.repeat(scale, axis=0).repeat(scale, axis=1))
+    image = image_hwc.repeat(scale, axis=0).repeat(scale, axis=1)
+    if row_labels:
+        image = label_rows(image, row_labels)
+    imageio.imwrite(tmp, image)
     tmp.replace(path)
+
+
+DREAM_MAX_GAIN = 10.0
+
+
+def dream_gain(decoded: torch.Tensor) -> float:
+    """The factor write_dream_gif scales a clip's decoded pixels by: 1 / their 99.9th percentile,
+    within [1, DREAM_MAX_GAIN] (1 for an empty or all-black clip)."""
+    if not decoded.numel():
+        return 1.0
+    level = float(np.percentile(decoded.detach().float().cpu().numpy(), 99.9))
+    return float(min(DREAM_MAX_GAIN, 1.0 / level)) if 0.0 < level < 1.0 else 1.0
 
 
 def write_dream_gif(path: Path, vae, mdrnn, extra: dict, codec: ActionCodec, params, seed: int, temperature: float,
                     max_steps: int, controller_input: str = "mean", fps: int = 15) -> np.ndarray:
     """Dream one episode with controller ``params``, decode every latent with V, save a GIF.
+
+    V decodes to sigmoid outputs in [0, 1], and a small or briefly trained V draws Catch's white
+    ball and paddle as faint blurs on black (at the tiny test sizes: median 0.01, 99.9th percentile
+    0.15, a frame's brightest pixel 0.1-0.5), so the clip looked black. Its pixel values are
+    multiplied by one factor for the whole clip, 1 / its 99.9th percentile (at most DREAM_MAX_GAIN,
+    never below 1) and clipped to [0, 1]: the faint objects become visible, brightness within the
+    clip stays relative, and a V that already decodes its objects white is left unchanged.
+    ``vae_reconstruction.png`` is not scaled: it shows V's reconstructions beside the frames as they are.
 
     Returns the latent trajectory (T, z_dim) so callers can check it is finite.
     """
@@ -355,7 +406,8 @@ def write_dream_gif(path: Path, vae, mdrnn, extra: dict, codec: ActionCodec, par
     _, traj = dream_rollouts(mdrnn, codec, params, extra["init_mu"], extra["init_logvar"], [seed],
                              temperature, max_steps, record=True, controller_input=controller_input)
     with torch.no_grad():
-        frames = to_uint8(vae.decode(traj.to(next(vae.parameters()).device)))
+        decoded = vae.decode(traj.to(next(vae.parameters()).device))
+        frames = to_uint8(decoded * dream_gain(decoded))  # to_uint8 clips to [0, 1]
     frames = frames.repeat(2, axis=1).repeat(2, axis=2)  # 128x128: easier to look at
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
