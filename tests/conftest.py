@@ -15,6 +15,25 @@ os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
 ROOT = Path(__file__).resolve().parent.parent
 
 
+@pytest.fixture(autouse=True)
+def _env_packages_stay_in_their_test():
+    """rlkit.plugins hands the env packages a process imported on to the processes it starts, through
+    os.environ (RLKIT_ENV_PACKAGES, PYTHONPATH): one test's user module must not follow later tests'
+    subprocesses, which could not import it. Put both, and the module's record, back after each test."""
+    from rlkit import plugins
+
+    names = (plugins.ENV_VAR, "PYTHONPATH")
+    saved_env = {name: os.environ.get(name) for name in names}
+    saved = [list(plugins._imported), list(plugins._added_paths), list(plugins._searched)]
+    yield
+    for name, value in saved_env.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+    plugins._imported[:], plugins._added_paths[:], plugins._searched[:] = saved
+
+
 @pytest.fixture
 def rlkit_cli(tmp_path):
     """Run `python -m cli ...` in a subprocess from tmp_path; returns CompletedProcess."""

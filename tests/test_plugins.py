@@ -188,7 +188,7 @@ def test_workers_of_both_backends_import_the_drivers_packages(user_folder, monke
     from rlkit.workers import WorkerGroup
 
     monkeypatch.chdir(user_folder)
-    monkeypatch.delenv(plugins.ENV_VAR, raising=False)
+    monkeypatch.setenv(plugins.ENV_VAR, "")  # (conftest puts the driver's environment back afterwards too)
     monkeypatch.setenv("PYTHONPATH", os.environ.get("PYTHONPATH", ""))
     monkeypatch.setattr(plugins, "_imported", [])
     monkeypatch.setattr(plugins, "_added_paths", [])
