@@ -195,17 +195,14 @@ def resolve_env(env: str, packages: list[str] | None = None, search: list[str] |
         if name in gym.registry:
             spec = module
         elif _NAME.match(name) and isinstance(getattr(module_obj, name, None), type):
-            spec = f"{module}:{name}"
-            name = _register_class(module_obj, module, name)
+            spec, name = f"{module}:{name}", class_env_id(name)
         else:
             theirs = sorted(k for k, s in gym.registry.items()
                             if isinstance(s.entry_point, str) and s.entry_point.startswith(module + ":"))
             listed = f"; it registers {', '.join(theirs)}" if theirs else "; it registers no env"
             raise UsageError(f"--env '{env}': module {module} registers no env '{name}' and has no class "
                              f"of that name{listed}")
-        if spec not in _imported:
-            _imported.append(spec)
-            os.environ[ENV_VAR] = SEPARATOR.join(_imported)
+        import_packages([spec], search)  # registers a class, and hands the import on to the workers
         if spec not in packages:
             packages.append(spec)
         return name, packages

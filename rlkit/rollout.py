@@ -23,7 +23,7 @@ class Batch:
     actions: torch.Tensor      # (T, N, *act_shape)
     logprobs: torch.Tensor     # (T, N)
     values: torch.Tensor       # (T, N)
-    rewards: torch.Tensor      # (T, N) as the (possibly NormalizeReward-wrapped) env gave them
+    rewards: torch.Tensor      # (T, N) as the env gave them (normalised by NormalizeReturn, rlkit/normalization.py)
     env_rewards: torch.Tensor  # (T, N) in the env's own units (= rewards unless norm_reward)
     terminated: torch.Tensor   # (T, N) bool
     truncated: torch.Tensor    # (T, N) bool

@@ -347,14 +347,11 @@ def provenance(command: list[str] | None = None) -> dict:
 
 def _construct(cls, env_id, cfg, **kwargs):
     """Pass the runtime kwargs an algorithm's constructor accepts (all agents share these names)."""
-    params = inspect.signature(cls).parameters
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        return cls(env_id, cfg, **kwargs)
-    return cls(env_id, cfg, **{k: v for k, v in kwargs.items() if k in params})
+    return cls(env_id, cfg, **{k: v for k, v in kwargs.items() if _accepts(cls, k)})
 
 
 def _accepts(cls, name: str) -> bool:
-    """Whether an algorithm's constructor takes the runtime option ``name`` (as ``_construct`` passes it)."""
+    """Whether an algorithm's constructor takes the runtime option ``name``."""
     params = inspect.signature(cls).parameters
     return name in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
 
