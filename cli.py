@@ -109,6 +109,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--config", default=None, help="YAML file of hyperparameters (flat, or keyed by env id)")
     t.add_argument("--untuned", action="store_true", default=None,
                    help="use only the `default` entry of agents/hyperparams/<algo>.yaml, not the env's tuned one")
+    t.add_argument("--preset", default=None, metavar="NAME",
+                   help="use the `default` entry updated by the `<env>@NAME` entry of agents/hyperparams/<algo>.yaml "
+                        "instead of the env's tuned one (`rlkit list` shows the presets); not with --untuned")
     t.add_argument("--set", nargs="+", action="extend", default=None, metavar="KEY=VALUE",
                    help="override one hyperparameter, e.g. --set learning_rate=3e-4 n_epochs=4")
     where = t.add_mutually_exclusive_group()
@@ -202,12 +205,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="random trials before TPE models the space, and complete trials before pruning (default: 5)")
     u.add_argument("--space", default=None, metavar="FILE.yaml",
                    help="search space replacing the default one (agents/hyperparams/search_spaces.yaml)")
-    u.add_argument("--seed", type=_int("--seed", 0, 2**32 - 1), default=0,
-                   help="every trial's training seed, and the sampler's (default: 0)")
+    useeds = u.add_mutually_exclusive_group()
+    useeds.add_argument("--seed", type=_int("--seed", 0, 2**32 - 1), default=None,
+                        help="every trial's training seed, and the sampler's (default: 0); --seed S is --seeds S")
+    useeds.add_argument("--seeds", type=_int("--seeds", 0, 2**32 - 1), nargs="+", default=None, metavar="SEED",
+                        help="every trial trains one run per seed (TRIAL/seed_<s>/); its value is the median over "
+                             "the seeds; the sampler's seed is the first")
     u.add_argument("--steps", type=_int("--steps", 1), default=None,
                    help="env steps per trial (default: the hyperparameter file's n_timesteps)")
     u.add_argument("--stop-at-return", type=_float, default=None, metavar="R",
                    help="minimise the env steps to an evaluation mean >= R (default: maximise the final score)")
+    u.add_argument("--objective", default=None, choices=["steps", "time"],
+                   help="with --stop-at-return: minimise the env steps to R (steps, the default) or the training "
+                        "wall seconds to R (time)")
     u.add_argument("--eval-every", type=_int("--eval-every", 1), default=10_000,
                    help="env steps between evaluations, each reported to the pruner (default: 10000)")
     u.add_argument("--eval-episodes", type=_int("--eval-episodes", 1), default=10, help="(default: 10)")

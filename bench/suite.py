@@ -144,6 +144,9 @@ def resolve_specs(algos: list[str] | None) -> list[tuple[str, Path | None, str]]
         if algo not in SUITE:
             hint = did_you_mean(algo, SUITE)
             raise SuiteError(f"unknown algo '{algo}'{hint}; suite algos: {', '.join(SUITE)}")
+        if isinstance(config, str):  # ALGO@untuned, ALGO@preset:NAME: time_to_solve.py rows, not the suite's
+            raise SuiteError(f"'{label}': suite algos are ALGO or ALGO@FILE.yaml (untuned and preset rows are "
+                             f"bench/time_to_solve.py's)")
         if config is not None and not config.is_file():
             raise SuiteError(f"config file {config} of '{label}' does not exist")
     labels = [label for _, _, label in specs]

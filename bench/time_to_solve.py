@@ -13,11 +13,13 @@ Tuning used seeds 0-4 for rlkit's CartPole-v1 PPO and Actor-Critic, 0-9 for REIN
 0-2 elsewhere (each agents/hyperparams/*.yaml entry says which); the SB3 rows use the RL Zoo's
 published hyperparameters, not tuned here. Tune on seeds below 20 and report on these.
 
-Rows: ALGO, ALGO@CONFIG to pass a --config file, or ALGO@untuned to train with the default entry of
+Rows: ALGO, ALGO@CONFIG to pass a --config file, ALGO@untuned to train with the default entry of
 agents/hyperparams/ALGO.yaml alone (`train --untuned`: how the defaults do where nothing was
-tuned). On CartPole-v1 the default rows are ppo, sb3-ppo (RL Zoo hyperparameters) and
-sb3-ppo@bench/sb3_ppo_rlkit_cartpole.yaml, labelled "sb3-ppo (rlkit hp)" (SB3 with rlkit's own
-hyperparameters), so the table separates what the implementation buys from what the hyperparameters buy.
+tuned), or ALGO@preset:NAME to train with that file's `<env>@NAME` entry instead of the env's own
+(`train --preset NAME`; the row is labelled "ALGO@NAME"). On CartPole-v1 the default rows are ppo,
+sb3-ppo (RL Zoo hyperparameters) and sb3-ppo@bench/sb3_ppo_rlkit_cartpole.yaml, labelled
+"sb3-ppo (rlkit hp)" (SB3 with rlkit's own hyperparameters), so the table separates what the
+implementation buys from what the hyperparameters buy.
 
 Order: every row runs once per seed before the next seed, starting one row later each seed, so
 machine noise hits all rows alike and no row always runs first. SB3 runs with one torch thread
@@ -55,19 +57,50 @@ HELD_OUT_SEEDS = list(range(20, 30))
 CONFIG_LABELS = {"sb3_ppo_rlkit_cartpole": "rlkit hp", "a3c_one_worker": "1 worker"}
 BASELINE_PREFIXES = ("sb3-", "rllib-")
 UNTUNED = "untuned"  # ALGO@untuned: `train --untuned`, the yaml's default entry without the env's own
+PRESET = "preset:"  # ALGO@preset:NAME: `train --preset NAME`, the yaml's <env>@NAME entry instead of the env's own
+
+
+def preset_of(config) -> str | None:
+    """NAME of a row's config 'preset:NAME' (parse_spec); None for a config file, UNTUNED or None."""
+    if isinstance(config, str) and config.startswith(PRESET):
+        return config[len(PRESET):]
+    return None
 
 
 def parse_spec(spec: str) -> tuple[str, Path | str | None, str]:
-    """'ALGO', 'ALGO@CONFIG' or 'ALGO@untuned' -> (algo, config file, UNTUNED or None, label)."""
+    """'ALGO', 'ALGO@CONFIG', 'ALGO@untuned' or 'ALGO@preset:NAME' -> (algo, config, label); config is
+    None, a config file's Path, UNTUNED or 'preset:NAME' (labelled 'ALGO@NAME')."""
     algo, sep, config = spec.partition("@")
     if not sep:
         return algo, None, algo
     if config == UNTUNED:
         return algo, UNTUNED, f"{algo} (untuned)"
+    if config.startswith(PRESET):
+        return algo, config, f"{algo}@{config[len(PRESET):]}"
     path = Path(config)
     if not path.is_absolute():
         path = (ROOT / path) if (ROOT / path).is_file() else path.resolve()
     return algo, path, f"{algo} ({CONFIG_LABELS.get(path.stem, path.stem)})"
+
+
+def check_spec(algo: str, config, label: str, env: str) -> str | None:
+    """What is wrong with a row before any run starts (None if nothing): a config file that does not
+    exist, a preset that agents/hyperparams/ALGO.yaml does not hold for ``env``."""
+    preset = preset_of(config)
+    if preset is not None:
+        if str(ROOT) not in sys.path:
+            sys.path.insert(0, str(ROOT))
+        from rlkit.config import yaml_entry
+        from rlkit.errors import UsageError
+
+        try:
+            yaml_entry(algo, env, preset=preset)
+        except UsageError as exc:
+            return f"row '{label}': {exc}"
+        return None
+    if config not in (None, UNTUNED) and not config.is_file():
+        return f"config file {config} of row '{label}' does not exist"
+    return None
 
 
 def median_ci(x, n_boot: int = 10_000, seed: int = 0) -> tuple[float, float, float]:
@@ -87,7 +120,13 @@ def ratio_of_medians(a, b, n_boot: int = 10_000, seed: int = 0) -> tuple[float, 
 
 
 def run_one(algo: str, config: Path | None, label: str, seed: int, args) -> dict:
-    slug = algo if config is None else f"{algo}-{UNTUNED if config == UNTUNED else config.stem}"
+    preset = preset_of(config)
+    if config is None:
+        slug = algo
+    elif preset is not None:
+        slug = f"{algo}-preset-{preset}"
+    else:
+        slug = f"{algo}-{UNTUNED if config == UNTUNED else config.stem}"
     run_dir = Path(args.runs_root) / args.env.replace("/", "-") / f"{slug}__s{seed}__bench{args.tag}"
     if run_dir.exists():
         shutil.rmtree(run_dir)
@@ -97,6 +136,8 @@ def run_one(algo: str, config: Path | None, label: str, seed: int, args) -> dict
            "--run-dir", str(run_dir.resolve()), "--no-progress"]
     if config == UNTUNED:
         cmd += ["--untuned"]
+    elif preset is not None:
+        cmd += ["--preset", preset]
     elif config is not None:
         cmd += ["--config", str(config)]
     if args.steps:
@@ -153,8 +194,9 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--env", default="CartPole-v1")
     p.add_argument("--algos", nargs="+", default=None, metavar="ALGO[@CONFIG]",
-                   help="rows (default on CartPole-v1: " + " ".join(DEFAULT_ALGOS["CartPole-v1"]) +
-                        "; elsewhere: ppo sb3-ppo)")
+                   help="rows: ALGO, ALGO@FILE.yaml (--config FILE), ALGO@untuned (--untuned) or ALGO@preset:NAME "
+                        "(--preset NAME, labelled ALGO@NAME) (default on CartPole-v1: "
+                        + " ".join(DEFAULT_ALGOS["CartPole-v1"]) + "; elsewhere: ppo sb3-ppo)")
     p.add_argument("--baseline", nargs="+", default=None, metavar="LABEL",
                    help="rows the others are divided by (default: every sb3-/rllib- row, else the last row)")
     p.add_argument("--seeds", nargs="+", type=int, default=None,
@@ -186,9 +228,10 @@ def main() -> None:
             p.error(f"no default threshold for {args.env}: pass --threshold")
         args.threshold = THRESHOLDS[args.env]
     specs = [parse_spec(s) for s in (args.algos or DEFAULT_ALGOS.get(args.env, ["ppo", "sb3-ppo"]))]
-    for _, config, label in specs:
-        if config not in (None, UNTUNED) and not config.is_file():
-            p.error(f"config file {config} of row '{label}' does not exist")
+    for algo, config, label in specs:
+        problem = check_spec(algo, config, label, args.env)
+        if problem:
+            p.error(problem)
     labels = [label for _, _, label in specs]
     if len(set(labels)) != len(labels):
         p.error(f"two rows share a label: {labels}")

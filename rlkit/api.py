@@ -207,9 +207,11 @@ def _check_in_process(env, algo: str, backend: str, workers) -> None:
 # --- building, training, loading -------------------------------------------------------------
 def make_agent(algo: str, env, *, policy: str | None = None, seed: int = 0, device: str = "auto",
                n_envs: int | None = None, env_kwargs: dict | None = None, backend: str = "local",
-               workers: int | None = None, untuned: bool = False, **hyperparams) -> Agent:
+               workers: int | None = None, untuned: bool = False, preset: str | None = None,
+               **hyperparams) -> Agent:
     """An untrained agent of ``algo`` (see ``rlkit list``) on ``env``, with ``hyperparams`` over the yaml
-    entry for that env (``untuned``: over the ``default`` entry alone)."""
+    entry for that env (``untuned``: over the ``default`` entry alone; ``preset``: over the ``default``
+    entry updated by the ``<env id>@<preset>`` entry instead of the env's own, ``rlkit train --preset``)."""
     from rlkit import config as configlib
     from rlkit import registry
     from rlkit.training import _construct, check_device, check_env_for
@@ -227,7 +229,8 @@ def make_agent(algo: str, env, *, policy: str | None = None, seed: int = 0, devi
         sets["n_envs"] = n_envs
     if env_kwargs:
         sets["env_kwargs"] = env_kwargs
-    cfg, env_kwargs = configlib.resolve(cls.Config, algo, env_id, None, sets, untuned, sets_source="hyperparameter")
+    cfg, env_kwargs = configlib.resolve(cls.Config, algo, env_id, None, sets, untuned, sets_source="hyperparameter",
+                                        preset=preset)
     check_env_for(cls, algo, env_id, env_kwargs)
     impl = _construct(cls, env_id, cfg, seed=int(seed), device=device, run_dir=None, logger=None,
                       env_kwargs=env_kwargs, n_envs=getattr(cfg, "n_envs", None), backend=backend,
@@ -239,11 +242,13 @@ def train(algo: str, env, *, steps: int | None = None, seed: int = 0, runs_root=
           eval_every: int = 10_000, eval_episodes: int = 10, stop_at_return: float | None = None,
           final_eval_episodes: int = 100, device: str = "auto", backend: str = "local", workers: int | None = None,
           env_kwargs: dict | None = None, on_step=None, on_eval=None, progress: bool = False, quiet: bool = True,
-          untuned: bool = False, video_every: int | None = None, **hyperparams) -> Path:
+          untuned: bool = False, video_every: int | None = None, preset: str | None = None,
+          **hyperparams) -> Path:
     """``rlkit train`` from Python: a run directory like the CLI's (returned). ``on_step(num_timesteps,
     agent)`` after every update and ``on_eval(num_timesteps, result, agent)`` after every evaluation may
     return False to end the run there. ``steps`` defaults to the yaml entry's ``n_timesteps``.
-    ``video_every``: one evaluation episode to RUN_DIR/videos/step_<n>.gif every that many env steps."""
+    ``video_every``: one evaluation episode to RUN_DIR/videos/step_<n>.gif every that many env steps.
+    ``preset``: the ``<env id>@<preset>`` yaml entry instead of the env's own (``rlkit train --preset``)."""
     from rlkit import training
 
     _check_in_process(env, algo, backend, workers)
@@ -257,7 +262,7 @@ def train(algo: str, env, *, steps: int | None = None, seed: int = 0, runs_root=
         eval_episodes=eval_episodes, stop_at_return=stop_at_return, final_eval_episodes=final_eval_episodes,
         progress=progress, quiet=quiet, untuned=untuned, env_packages=packages,
         command=["# python", f"rlkit.train({algo!r}, {env_id!r}, ...)"], on_step=_wrap(on_step, 2),
-        on_eval=_wrap(on_eval, 3), video_every=video_every)
+        on_eval=_wrap(on_eval, 3), video_every=video_every, preset=preset)
     return Path(run_dir)
 
 

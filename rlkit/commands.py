@@ -237,11 +237,15 @@ def _output_errors(out: Path, files: list[Path], flag: str):
 
 def cmd_list(args) -> int:
     from rlkit import registry
+    from rlkit.config import list_presets
 
     print("algorithms:")
     for name in registry.ALGOS:
         mark = "" if registry.available(name) else "  (not available yet)"
         print(f"  {name:14s} {registry.DESCRIPTIONS[name]}{mark}")
+        presets = [f"{env_id}@{preset}" for env_id, names in list_presets(name).items() for preset in names]
+        if presets:  # `train --preset NAME` (agents/hyperparams/<algo>.yaml entries keyed <env id>@NAME)
+            print(f"  {'':14s} presets: {', '.join(presets)}")
     import gymnasium as gym
 
     import envs  # noqa: F401
@@ -261,7 +265,7 @@ NEW_RUN_ONLY = (("algo", "--algo"), ("env", "--env"), ("seed", "--seed"), ("n_en
                 ("config", "--config"), ("set", "--set"), ("runs_root", "--runs-root"), ("run_dir", "--run-dir"),
                 ("eval_every", "--eval-every"), ("eval_episodes", "--eval-episodes"),
                 ("stop_at_return", "--stop-at-return"), ("final_eval_episodes", "--final-eval-episodes"),
-                ("checkpoint_every", "--checkpoint-every"), ("untuned", "--untuned"),
+                ("checkpoint_every", "--checkpoint-every"), ("untuned", "--untuned"), ("preset", "--preset"),
                 ("env_package", "--env-package"), ("video_every", "--video-every"))
 
 
@@ -309,7 +313,8 @@ def _train_new(args, seed: int, progress: bool, quiet: bool) -> Path:
         eval_episodes=default(args.eval_episodes, 10), stop_at_return=args.stop_at_return,
         checkpoint_every=args.checkpoint_every, final_eval_episodes=default(args.final_eval_episodes, 100),
         progress=progress, quiet=quiet, command=getattr(args, "argv", None),
-        untuned=bool(getattr(args, "untuned", False)), env_packages=getattr(args, "env_package", None),
+        untuned=bool(getattr(args, "untuned", False)), preset=getattr(args, "preset", None),
+        env_packages=getattr(args, "env_package", None),
         video_every=getattr(args, "video_every", None))
 
 
@@ -477,6 +482,7 @@ def cmd_tune(args) -> int:
         tune.tune(args.algo, args.env, args.trials, timeout=args.timeout, jobs=args.jobs, backend=args.backend,
                   ray_address=args.ray_address, runs_root=Path(args.runs_root), storage=args.storage,
                   study=args.study, sampler=args.sampler, pruner=args.pruner, space=args.space, seed=args.seed,
+                  seeds=getattr(args, "seeds", None), objective=getattr(args, "objective", None),
                   steps=args.steps, stop_at_return=args.stop_at_return, eval_every=args.eval_every,
                   eval_episodes=args.eval_episodes, final_eval_episodes=args.final_eval_episodes,
                   startup_trials=args.startup_trials, env_packages=args.env_package,

@@ -1,5 +1,8 @@
 """Hyperparameter resolution: defaults < YAML entry for the env < --config FILE < --set key=value.
 
+The YAML entry is `default` updated by the env's own entry, or by `<env id>@<preset>` with --preset
+(instead of the env's own), or `default` alone with --untuned.
+
 Every algorithm has a ``Config`` dataclass. Keys that are not fields, values of the wrong type,
 numbers that are not finite or do not fit in 64 bits, and values outside the range a key has in
 every algorithm (``POSITIVE``, ``NON_NEGATIVE``, ``UNIT_INTERVAL``) are rejected with a UsageError
@@ -11,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import types
 import typing
 from pathlib import Path
@@ -48,15 +52,90 @@ def read_yaml(path: Path) -> Any:
         raise UsageError(f"config file {path} cannot be read: {exc}") from None
 
 
-def yaml_entry(algo: str, env_id: str, untuned: bool = False) -> dict:
-    """The `default` entry of agents/hyperparams/<algo>.yaml, updated by the env's own entry
-    (not with ``untuned``: how the default alone does on an env, `rlkit train --untuned`)."""
+# A preset is an entry keyed `<env id>@<name>` (`CartPole-v1@fast`): `rlkit train --preset NAME` takes it
+# instead of the env's own entry. Gymnasium ids never hold '@', so such a key is never an env id.
+PRESET_SEP = "@"
+PRESET_NAME = re.compile(r"[\w.-]+")
+
+
+def check_preset_name(name) -> str:
+    """A preset name as --preset takes it: letters, digits, '_', '.', '-' (no '@', no spaces)."""
+    if not isinstance(name, str) or not PRESET_NAME.fullmatch(name):
+        raise UsageError(f"--preset {name!r} is not a preset name (letters, digits, '_', '.' or '-'; "
+                         f"`rlkit list` shows each algorithm's presets)")
+    return name
+
+
+def preset_key(key) -> tuple[str, str] | None:
+    """(env id, preset name) of a key `<env id>@<name>`; None for a key without '@' (an env id, `default`)."""
+    if not isinstance(key, str) or PRESET_SEP not in key:
+        return None
+    env_id, _, name = key.partition(PRESET_SEP)
+    if not env_id or any(c.isspace() for c in env_id) or not PRESET_NAME.fullmatch(name):
+        return env_id, ""  # malformed: read_table refuses it
+    return env_id, name
+
+
+def _shown(path: Path) -> str:
+    """``path`` as a message shows it: relative to the checkout (agents/hyperparams/ppo.yaml) where it can be."""
+    try:
+        return str(path.relative_to(HYPERPARAMS_DIR.parent.parent))
+    except ValueError:
+        return str(path)
+
+
+def read_table(algo: str) -> tuple[Path, dict]:
+    """agents/hyperparams/<algo>.yaml as (path, {key: entry}); {} where the algorithm has no file.
+    A malformed preset key (`Foo@`, `@fast`, `A@b@c`) is refused with exit 2."""
     path = HYPERPARAMS_DIR / f"{algo}.yaml"
     if not path.is_file():
-        return {}
+        return path, {}
     table = read_yaml(path) or {}
+    if not isinstance(table, dict):
+        raise UsageError(f"{_shown(path)} must hold a mapping of entries (default, env ids, <env id>@<preset>)")
+    for key in table:
+        parsed = preset_key(key)
+        if parsed is not None and not parsed[1]:
+            raise UsageError(f"{_shown(path)}: entry '{key}' is malformed: a preset entry is keyed <env id>@<name> "
+                             f"(e.g. CartPole-v1@fast; a name of letters, digits, '_', '.' or '-')")
+    return path, table
+
+
+def list_presets(algo: str) -> dict[str, list[str]]:
+    """{env id: [preset names]} of agents/hyperparams/<algo>.yaml, in the file's order."""
+    out: dict[str, list[str]] = {}
+    for key in read_table(algo)[1]:
+        parsed = preset_key(key)
+        if parsed is not None:
+            out.setdefault(parsed[0], []).append(parsed[1])
+    return out
+
+
+def yaml_entry(algo: str, env_id: str, untuned: bool = False, preset: str | None = None) -> dict:
+    """The `default` entry of agents/hyperparams/<algo>.yaml, updated by the env's own entry
+    (not with ``untuned``: how the default alone does on an env, `rlkit train --untuned`).
+
+    ``preset``: the `default` entry updated by the `<env id>@<preset>` entry *instead of* the env's own
+    (a complete alternative to the tuned entry, not a layer over it; `rlkit train --preset NAME`). A preset
+    the file does not hold for that env exits 2 naming those it does; with ``untuned`` it is a usage error."""
+    if preset is not None:
+        check_preset_name(preset)
+        if untuned:
+            raise UsageError(f"--preset {preset} and --untuned cannot be combined: --preset takes <env id>@{preset} "
+                             f"in place of the env's own entry, --untuned no entry at all; give one of them")
+    path, table = read_table(algo)
     entry = dict(table.get("default") or {})
-    if not untuned:
+    if preset is not None:
+        key = f"{env_id}{PRESET_SEP}{preset}"
+        if key not in table:
+            have = list_presets(algo).get(env_id, [])
+            raise UsageError(f"--preset {preset}: {algo} has no preset '{preset}' for {env_id} (no entry '{key}' "
+                             f"in {_shown(path)}); its presets for {env_id}: {', '.join(have) or 'none'}")
+        chosen = table[key]
+        if chosen is not None and not isinstance(chosen, dict):
+            raise UsageError(f"{_shown(path)}: entry '{key}' must be a mapping of key: value")
+        entry.update(chosen or {})
+    elif not untuned:
         entry.update(table.get(env_id) or {})
     return entry
 
@@ -232,10 +311,12 @@ def config_file_entry(config_file: Path, env_id: str) -> dict:
 
 
 def resolve(config_cls, algo: str, env_id: str, config_file: Path | None = None,
-            sets: dict | None = None, untuned: bool = False, sets_source: str = "--set") -> tuple[Any, dict]:
+            sets: dict | None = None, untuned: bool = False, sets_source: str = "--set",
+            preset: str | None = None) -> tuple[Any, dict]:
     """Build the Config and the env kwargs. Returns (config instance, env_kwargs). ``sets_source`` names
-    the overrides in error messages (the Python API's are keyword arguments, not --set)."""
-    layers = [("hyperparams", yaml_entry(algo, env_id, untuned))]
+    the overrides in error messages (the Python API's are keyword arguments, not --set). ``preset``: the
+    `<env id>@<preset>` entry replaces the env's own (``yaml_entry``); the config file and sets still apply."""
+    layers = [("hyperparams", yaml_entry(algo, env_id, untuned, preset))]
     if config_file is not None:
         layers.append(("config file", config_file_entry(config_file, env_id)))
     layers.append((sets_source, sets or {}))

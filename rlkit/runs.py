@@ -279,7 +279,14 @@ _SETTINGS = {
     "workers": (lambda v: v is None or (_is_int(v) and v >= 1), "an integer >= 1 or null"),
     "ray_address": (lambda v: v is None or isinstance(v, str), "a string or null"),
     "env_packages": (lambda v: isinstance(v, list) and all(isinstance(p, str) for p in v), "a list of module names"),
+    "preset": (lambda v: v is None or (isinstance(v, str) and _is_preset_name(v)), "a preset name or null"),
 }
+
+
+def _is_preset_name(name: str) -> bool:
+    from rlkit.config import PRESET_NAME
+
+    return PRESET_NAME.fullmatch(name) is not None
 TRAINING_KEYS = ("seed", "total_steps", "eval_every", "eval_episodes", "checkpoint_every")
 
 

@@ -499,7 +499,7 @@ def train(algo: str, env_id: str, *, steps: int | None = None, seed: int = 0, n_
           stop_at_return: float | None = None, checkpoint_every: int | None = None,
           final_eval_episodes: int = 100, progress: bool = True, quiet: bool = False,
           command: list[str] | None = None, untuned: bool = False, env_packages: list[str] | None = None,
-          on_step=None, on_eval=None, video_every: int | None = None) -> Path:
+          on_step=None, on_eval=None, video_every: int | None = None, preset: str | None = None) -> Path:
     """Train a fresh run. Everything is validated before the run directory is created.
 
     ``quiet``: no progress bar and no evaluation lines. ``command``: the CLI arguments, recorded in
@@ -508,7 +508,9 @@ def train(algo: str, env_id: str, *, steps: int | None = None, seed: int = 0, n_
     (rlkit.plugins); config.yaml records the canonical id and the imports. ``on_step(num_timesteps,
     agent)`` and ``on_eval(num_timesteps, result, agent)`` are the Python API's callbacks (rlkit.api);
     either returning False ends the run there (committed, status finished). ``video_every``: one
-    evaluation episode to RUN_DIR/videos/step_<n>.gif every that many env steps (rlkit.render)."""
+    evaluation episode to RUN_DIR/videos/step_<n>.gif every that many env steps (rlkit.render). ``preset``:
+    the `<env id>@<preset>` entry of agents/hyperparams/<algo>.yaml instead of the env's own (rlkit.config),
+    recorded in config.yaml as ``preset``."""
     from rlkit import plugins, registry
 
     global current_run_dir
@@ -521,7 +523,7 @@ def train(algo: str, env_id: str, *, steps: int | None = None, seed: int = 0, n_
     sets = dict(sets or {})
     if n_envs is not None:
         sets["n_envs"] = n_envs
-    cfg, env_kwargs = configlib.resolve(cls.Config, algo, env_id, config_file, sets, untuned)
+    cfg, env_kwargs = configlib.resolve(cls.Config, algo, env_id, config_file, sets, untuned, preset=preset)
     if steps is None:
         steps = int(getattr(cfg, "n_timesteps", 0) or 100_000)
     if backend not in ("local", "ray"):
@@ -557,6 +559,8 @@ def train(algo: str, env_id: str, *, steps: int | None = None, seed: int = 0, n_
                     eval_every=eval_every, eval_episodes=eval_episodes, stop_at_return=stop_at_return,
                     checkpoint_every=checkpoint_every, final_eval_episodes=int(final_eval_episodes),
                     video_every=video_every,
+                    # the entry the hyperparams came from; resume and eval use the values recorded below
+                    **({"preset": preset} if preset is not None else {}),
                     hyperparams=asdict(cfg), versions=_versions(), provenance=provenance(command))
 
     run_dir, created, lock = _start_run_dir(runs_root, run_dir, env_id, algo, seed)

@@ -2,9 +2,10 @@
 
 One study per (env, algorithm) by default, kept in an Optuna RDB storage (an SQLite file,
 ``RUNS_ROOT/tune/<env>/<algo>.db``, or any server URL several machines share), so a study stops and
-resumes. Each trial is an ordinary run directory, ``RUNS_ROOT/tune/<env>/<algo>/trial_<n>``, trained by
-``rlkit.training.train`` with the sampled hyperparameters as ``--set`` values over the algorithm's yaml
-entry, so ``rlkit compare`` and TensorBoard read trials like any run.
+resumes. Each trial is an ordinary run directory, ``RUNS_ROOT/tune/<env>/<algo>/trial_<n>`` (with several
+``--seeds``, one per seed: ``trial_<n>/seed_<s>``), trained by ``rlkit.training.train`` with the sampled
+hyperparameters as ``--set`` values over the algorithm's yaml entry, so ``rlkit compare`` and
+TensorBoard read trials like any run.
 
 The driver (this process) owns the study: it asks Optuna for a trial and samples the search space,
 hands ``(trial, sampled values, run dir)`` to one of ``--jobs`` workers (rlkit.workers.WorkerGroup:
@@ -19,7 +20,11 @@ study keeps everything finished: the same command continues it.
 Objective: with ``--stop-at-return R``, minimise the env steps to the first evaluation with mean
 return >= R; a trial that never gets there scores ``budget * (1 + (R - best) / max(|R|, 1))`` (budget:
 ``--steps``; best: its best evaluation mean), above every solved trial and ordered by how close it
-came. Without R, maximise the final score on fresh seeds (run.json ``final_eval.mean_return``).
+came. ``--objective time``: minimise the training wall seconds to R instead (run.json ``solved_at_s``;
+unsolved: the run's ``wall_s`` times the same factor). Without R, maximise the final score on fresh
+seeds (run.json ``final_eval.mean_return``). With ``--seeds S1 S2 ...`` a trial trains one run per seed,
+``trial_<n>/seed_<s>``, one after another, and its value is the median of the seeds' values; the
+seeds report to the pruner in blocks of steps of their own (CarriedMedianPruner).
 """
 
 from __future__ import annotations
@@ -362,29 +367,43 @@ class CarriedMedianPruner(_pruner_base()):
     Optuna's MedianPruner compares only trials that reported at exactly step s. Trials that solve stop
     early and report nothing later, so a time-to-solve study would compare a slow trial only with the
     other slow ones, and never prune; carried forward, a solved trial keeps its value (its solving step).
-    Steps are evaluation milestones (multiples of --eval-every), the same for every configuration."""
+    Steps are evaluation milestones (multiples of --eval-every), the same for every configuration.
 
-    def __init__(self, n_startup_trials: int = 5, n_warmup_steps: int = 0):
+    Several seeds per trial (``--seeds``): a trial trains its seeds one after another, and the k-th seed
+    (k from 0, in the order given) reports milestone m at step ``k * seed_stride + m``, where
+    ``seed_stride`` is the budget rounded up to a multiple of --eval-every, plus --eval-every
+    (TuneSpec.seed_stride), so the seeds' steps never overlap. Every comparison stays within one seed's
+    block of steps ``[k * seed_stride, s]``: the trial's best value so far on seed k against the complete
+    trials' values on their seed k, carried forward to milestone m; the warm-up counts from the start of
+    each seed. ``seed_stride`` None: one block (one seed)."""
+
+    def __init__(self, n_startup_trials: int = 5, n_warmup_steps: int = 0, seed_stride: int | None = None):
         self.n_startup_trials, self.n_warmup_steps = int(n_startup_trials), int(n_warmup_steps)
+        self.seed_stride = int(seed_stride) if seed_stride else None
 
     def prune(self, study, trial) -> bool:
         from optuna.study import StudyDirection
         from optuna.trial import TrialState
 
         step = trial.last_step
-        if step is None or step < self.n_warmup_steps:
+        if step is None:
+            return False
+        start = step - step % self.seed_stride if self.seed_stride else 0  # this seed's block of steps
+        if step - start < self.n_warmup_steps:
             return False
         done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
         if len(done) < self.n_startup_trials:
             return False
         minimise = study.direction == StudyDirection.MINIMIZE
-        mine = [v for v in trial.intermediate_values.values()]
-        if any(not math.isfinite(v) for v in mine):
+        if any(not math.isfinite(v) for v in trial.intermediate_values.values()):
             return True
+        mine = [v for s, v in trial.intermediate_values.items() if start <= s <= step]
+        if not mine:
+            return False
         best = min(mine) if minimise else max(mine)
         others = []
         for t in done:
-            before = [s for s in t.intermediate_values if s <= step]
+            before = [s for s in t.intermediate_values if start <= s <= step]
             if before:
                 value = t.intermediate_values[max(before)]
                 if math.isfinite(value):
@@ -396,11 +415,15 @@ class CarriedMedianPruner(_pruner_base()):
 
 
 # --- the objective ---------------------------------------------------------------------------------
-def unsolved_score(steps: int, stop_at_return: float, best: float) -> float:
+def unsolved_score(steps: float, stop_at_return: float, best: float) -> float:
     """A trial that never reached R: ``steps`` (the budget, or the steps it trained where its last
     rollout ran past the budget) times 1 + its best evaluation's shortfall from R over max(|R|, 1). So
-    it scores above every trial that solved within the budget, and closer to R is better."""
+    it scores above every trial that solved within the budget, and closer to R is better. With
+    ``--objective time`` the same rule applies to the run's wall seconds in place of ``steps``."""
     return float(steps) * (1.0 + max(0.0, stop_at_return - best) / max(abs(stop_at_return), 1.0))
+
+
+OBJECTIVES = ("steps", "time")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -414,7 +437,7 @@ class TuneSpec:
     study: str
     folder: str
     steps: int
-    seed: int
+    seeds: tuple  # every trial trains each of them; the value is the median over them
     eval_every: int
     eval_episodes: int
     stop_at_return: float | None
@@ -423,16 +446,43 @@ class TuneSpec:
     startup_trials: int
     warmup_steps: int
     train_fn: str = "rlkit.training:train"  # "module:function"; tests put a stand-in here
+    objective: str | None = None  # with stop_at_return: "steps" (default) or "time"; None without it
+
+    @property
+    def seed(self) -> int:
+        """The first seed: the sampler's seed comes from it."""
+        return int(self.seeds[0])
+
+    @property
+    def by_time(self) -> bool:
+        return self.stop_at_return is not None and self.objective == "time"
+
+    @property
+    def seed_stride(self) -> int:
+        """Steps between the reports of consecutive seeds of a trial: the budget rounded up to a multiple
+        of --eval-every, plus --eval-every (CarriedMedianPruner)."""
+        return -(-self.steps // self.eval_every) * self.eval_every + self.eval_every
 
     def milestone(self, num_timesteps: int) -> int:
-        return int(num_timesteps) // self.eval_every * self.eval_every
+        """The evaluation milestone of a step (at most the budget rounded up: a last rollout past the budget
+        does not reach the next seed's block)."""
+        return min(int(num_timesteps) // self.eval_every * self.eval_every, self.seed_stride - self.eval_every)
+
+    def report_step(self, seed_index: int, num_timesteps: int) -> int:
+        """The step an evaluation of the trial's ``seed_index``-th seed is reported at."""
+        return seed_index * self.seed_stride + self.milestone(num_timesteps)
 
     def score(self, info: dict) -> float | None:
-        """The trial's value from its run.json (None: there is none)."""
+        """One seed's value from its run.json (None: there is none); the trial's is the median over seeds."""
         if self.stop_at_return is not None:
-            if info.get("solved_at_step") is not None:
-                return float(info["solved_at_step"])
+            key = "solved_at_s" if self.by_time else "solved_at_step"
+            if info.get("solved_at_step") is not None and info.get(key) is not None:
+                return float(info[key])
             best = (info.get("best") or {}).get("mean_return")
+            if self.by_time:
+                wall = info.get("wall_s")
+                return None if best is None or wall is None else unsolved_score(float(wall), self.stop_at_return,
+                                                                                  float(best))
             steps = max(self.steps, int(info.get("steps") or 0))
             return None if best is None else unsolved_score(steps, self.stop_at_return, float(best))
         final = (info.get("final_eval") or {}).get("mean_return")
@@ -446,7 +496,7 @@ def make_pruner(spec: TuneSpec):
 
     if spec.pruner == "none":
         return optuna.pruners.NopPruner()
-    return CarriedMedianPruner(spec.startup_trials, spec.warmup_steps)
+    return CarriedMedianPruner(spec.startup_trials, spec.warmup_steps, spec.seed_stride)
 
 
 def _quiet_optuna() -> None:
@@ -458,9 +508,9 @@ def _quiet_optuna() -> None:
     warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
 
 
-def _train_command(spec: TuneSpec, sets: dict, run_dir: Path) -> list[str]:
-    """The `rlkit train` command that repeats a trial (recorded in its config.yaml)."""
-    cmd = ["train", "--algo", spec.algo, "--env", spec.env, "--steps", str(spec.steps), "--seed", str(spec.seed),
+def _train_command(spec: TuneSpec, sets: dict, run_dir: Path, seed: int) -> list[str]:
+    """The `rlkit train` command that repeats one seed of a trial (recorded in its config.yaml)."""
+    cmd = ["train", "--algo", spec.algo, "--env", spec.env, "--steps", str(spec.steps), "--seed", str(seed),
            "--eval-every", str(spec.eval_every), "--eval-episodes", str(spec.eval_episodes),
            "--final-eval-episodes", str(spec.final_eval_episodes), "--run-dir", str(run_dir)]
     if spec.stop_at_return is not None:
@@ -499,22 +549,59 @@ class TuneWorker:
         return self._study
 
     def run_trial(self, trial_id: int, number: int, sets: dict, run_dir: str) -> dict:
+        """Train the trial's seeds one after another (one seed: ``run_dir`` is its run directory; several:
+        ``run_dir/seed_<s>`` each), reporting every evaluation at ``spec.report_step``. The value is the
+        median of the seeds' values. A seed pruned, failed or diverged ends the trial there: the seeds
+        after it are not trained."""
         import optuna
-
-        from rlkit import training
 
         spec, study = self.spec, self.study
         trial = optuna.trial.Trial(study, trial_id)
         storage = study._storage
         attrs: dict[str, Any] = {"pid": os.getpid(), "host": socket.gethostname(), "worker": self.rank}
-        state: dict[str, Any] = {"best": -math.inf, "pruned": None, "diverged": None, "beat": time.monotonic()}
+        beat_at = [time.monotonic()]
         t0 = time.perf_counter()
 
         def beat():
-            if time.monotonic() - state["beat"] >= HEARTBEAT_S / 2:
-                state["beat"] = time.monotonic()
+            if time.monotonic() - beat_at[0] >= HEARTBEAT_S / 2:
+                beat_at[0] = time.monotonic()
                 with contextlib.suppress(Exception):  # a missed heartbeat is not worth a trial
                     storage.record_heartbeat(trial_id)
+
+        with contextlib.suppress(Exception):
+            storage.record_heartbeat(trial_id)
+        trial_dir = Path(run_dir)
+        several = len(spec.seeds) > 1
+        per_seed: dict[str, dict] = {}  # str(seed): what its run.json says, and its value
+        values = []
+        for index, seed in enumerate(spec.seeds):
+            path = trial_dir / f"seed_{seed}" if several else trial_dir
+            outcome = self._train_seed(trial, index, int(seed), sets, path, number, beat)
+            if outcome.get("info") is not None:
+                per_seed[str(seed)] = outcome["info"]
+            if outcome["state"] == "complete":
+                values.append(outcome["value"])
+                continue
+            attrs.update(_seed_attrs(per_seed, several))
+            attrs.update(outcome.get("attrs") or {})
+            attrs["trial_s"] = round(time.perf_counter() - t0, 3)
+            out = {k: v for k, v in outcome.items() if k not in ("info", "attrs", "value")}
+            if several:
+                out["seed"] = int(seed)
+                if outcome["state"] == "pruned":
+                    attrs["pruned_seed"] = int(seed)
+            return {**out, "attrs": attrs}
+        attrs.update(_seed_attrs(per_seed, several))
+        attrs["trial_s"] = round(time.perf_counter() - t0, 3)
+        return {"state": "complete", "value": float(statistics.median(values)), "attrs": attrs}
+
+    def _train_seed(self, trial, index: int, seed: int, sets: dict, path: Path, number: int, beat) -> dict:
+        """Train one seed of a trial: {"state": complete|pruned|fail, "value", "reason", "info" (its
+        run.json's numbers), "attrs", "step", "mean_return"}."""
+        from rlkit import training
+
+        spec = self.spec
+        state: dict[str, Any] = {"best": -math.inf, "pruned": None, "diverged": None}
 
         def on_step(num_timesteps, agent):
             beat()
@@ -523,63 +610,111 @@ class TuneWorker:
         def on_eval(num_timesteps, result, agent):
             mean = float(result["mean_return"])
             if not math.isfinite(mean):
-                state["diverged"] = f"diverged: evaluation mean return {mean} at step {num_timesteps}"
+                state["diverged"] = f"diverged: evaluation mean return {mean} at step {num_timesteps}" + (
+                    f" (seed {seed})" if len(spec.seeds) > 1 else "")
                 return False
             state["best"] = max(state["best"], mean)
+            n = max(int(num_timesteps), 1)
             if spec.stop_at_return is not None:
                 solved = mean >= spec.stop_at_return
-                value = float(num_timesteps) if solved else unsolved_score(max(spec.steps, int(num_timesteps)),
-                                                                           spec.stop_at_return, state["best"])
+                if spec.by_time:  # wall seconds of this seed so far; unsolved: projected to the budget, penalised
+                    elapsed = time.perf_counter() - state["t0"]
+                    value = elapsed if solved else unsolved_score(elapsed * max(spec.steps, n) / n,
+                                                                  spec.stop_at_return, state["best"])
+                else:
+                    value = float(num_timesteps) if solved else unsolved_score(max(spec.steps, n),
+                                                                               spec.stop_at_return, state["best"])
             else:
                 solved, value = False, mean
-            trial.report(value, spec.milestone(num_timesteps))
+            trial.report(value, spec.report_step(index, num_timesteps))
             beat()
             if not solved and trial.should_prune():
                 state["pruned"] = {"step": int(num_timesteps), "mean_return": round(mean, 4)}
                 return False
             return True
 
-        with contextlib.suppress(Exception):
-            storage.record_heartbeat(trial_id)
         train = _resolve(spec.train_fn)
-        path = Path(run_dir)
+        state["t0"] = time.perf_counter()
         try:
-            train(spec.algo, spec.env, steps=spec.steps, seed=spec.seed, sets=dict(sets), run_dir=path,
+            train(spec.algo, spec.env, steps=spec.steps, seed=seed, sets=dict(sets), run_dir=path,
                   eval_every=spec.eval_every, eval_episodes=spec.eval_episodes, stop_at_return=spec.stop_at_return,
                   final_eval_episodes=spec.final_eval_episodes, progress=False, quiet=True,
-                  command=_train_command(spec, sets, path), env_packages=list(spec.env_packages) or None,
+                  command=_train_command(spec, sets, path, seed), env_packages=list(spec.env_packages) or None,
                   on_step=on_step, on_eval=on_eval)
         except Terminated:
             if self._spawned:  # stopped by the driver: the run is committed; end without a traceback
                 raise SystemExit(143) from None
             raise
         except UsageError as exc:  # a combination of values the algorithm refuses: nothing was written
-            return {"state": "fail", "reason": f"invalid configuration: {first_line(exc)}", "attrs": attrs}
+            return {"state": "fail", "reason": f"invalid configuration: {first_line(exc)}"}
         except Exception as exc:  # noqa: BLE001  the trial fails, the study goes on
-            attrs["crash_log"] = str(_write_crash_log(path, number, exc))
+            crash = {"crash_log": str(_write_crash_log(path, number, exc))}
             reason = state["diverged"] or f"{type(exc).__name__}: {first_line(exc)}"  # NaN weights raise later
-            return {"state": "fail", "reason": reason, "attrs": attrs}
+            return {"state": "fail", "reason": reason, "attrs": crash}
         finally:
             if sys.modules.get("rlkit.training") is training:
                 training.current_run_dir = None  # a later error in this process is not this run's
-        attrs["trial_s"] = round(time.perf_counter() - t0, 3)
-        info = runs.read_run_json(path) if (path / "run.json").is_file() else {}
-        for key, value in (("wall_s", info.get("wall_s")), ("steps", info.get("steps")),
-                           ("status", info.get("status")),
-                           ("best_eval_return", (info.get("best") or {}).get("mean_return")),
-                           ("final_return", (info.get("final_eval") or {}).get("mean_return")),
-                           ("solved_at_step", info.get("solved_at_step")), ("solved_at_s", info.get("solved_at_s"))):
+        run_json = runs.read_run_json(path) if (path / "run.json").is_file() else {}
+        info = {"run_dir": str(path)}
+        for key, value in (("wall_s", run_json.get("wall_s")), ("steps", run_json.get("steps")),
+                           ("status", run_json.get("status")),
+                           ("best_eval_return", (run_json.get("best") or {}).get("mean_return")),
+                           ("final_return", (run_json.get("final_eval") or {}).get("mean_return")),
+                           ("solved_at_step", run_json.get("solved_at_step")),
+                           ("solved_at_s", run_json.get("solved_at_s"))):
             if value is not None:
-                attrs[key] = value
+                info[key] = value
         if state["diverged"]:
-            return {"state": "fail", "reason": state["diverged"], "attrs": attrs}
+            return {"state": "fail", "reason": state["diverged"], "info": info}
         if state["pruned"]:
-            attrs["pruned_at_step"] = state["pruned"]["step"]
-            return {"state": "pruned", "attrs": attrs, **state["pruned"]}
-        value = spec.score(info)
+            return {"state": "pruned", "info": info, "attrs": {"pruned_at_step": state["pruned"]["step"]},
+                    **state["pruned"]}
+        value = spec.score(run_json)
         if value is None or not math.isfinite(value):
-            return {"state": "fail", "reason": f"diverged: the run's score is {value}", "attrs": attrs}
-        return {"state": "complete", "value": value, "attrs": attrs}
+            return {"state": "fail", "reason": f"diverged: the run's score is {value}" + (
+                f" (seed {seed})" if len(spec.seeds) > 1 else ""), "info": info}
+        info["value"] = value
+        return {"state": "complete", "value": value, "info": info}
+
+
+SEED_KEYS = ("value", "steps", "wall_s", "solved_at_step", "solved_at_s", "best_eval_return", "final_return",
+             "status", "run_dir")
+
+
+def _seed_attrs(per_seed: dict[str, dict], several: bool) -> dict:
+    """A trial's user attributes from its seeds' numbers: ``seed_<key>`` {seed: value} for each (None where
+    a seed has none: unsolved, or not scored), and the medians over the seeds in the plain names (the
+    value itself with one seed): ``steps``, ``wall_s``, ``best_eval_return``, ``final_return``, and
+    ``solved_at_step`` / ``solved_at_s`` where the median seed solved (an unsolved seed counts as never)."""
+    out: dict[str, Any] = {}
+    if not per_seed:
+        return out
+    for key in SEED_KEYS:
+        if key == "run_dir" and not several:
+            continue
+        out[f"seed_{key if key != 'value' else 'values'}"] = {s: d.get(key) for s, d in per_seed.items()}
+    for key in ("steps", "wall_s", "best_eval_return", "final_return"):
+        xs = [d[key] for d in per_seed.values() if d.get(key) is not None]
+        if len(xs) == len(per_seed):
+            out[key] = _median(xs)
+    for key in ("solved_at_step", "solved_at_s"):
+        m = _median([math.inf if d.get(key) is None else d[key] for d in per_seed.values()])
+        if math.isfinite(m):
+            out[key] = m
+    statuses = {d.get("status") for d in per_seed.values()} - {None}
+    if statuses:
+        out["status"] = statuses.pop() if len(statuses) == 1 else "mixed"
+    return out
+
+
+def _median(xs: list):
+    """The median; an int where the numbers are ints and it is whole (steps), else rounded to 4 decimals."""
+    m = statistics.median(xs)
+    if not math.isfinite(m):
+        return m
+    if all(isinstance(x, int) for x in xs if math.isfinite(x)) and float(m).is_integer():
+        return int(m)
+    return round(float(m), 4) if len(xs) > 1 else m
 
 
 def threading_main() -> bool:
@@ -602,7 +737,12 @@ def _resolve(dotted: str):
 def _write_crash_log(run_dir: Path, number: int, exc: BaseException) -> Path:
     text = (f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} rlkit tune, trial {number}\n"
             + "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
-    path = run_dir / "crash.log" if run_dir.is_dir() else run_dir.with_name(f"{run_dir.name}.crash.log")
+    if run_dir.is_dir():
+        path = run_dir / "crash.log"
+    elif run_dir.parent.is_dir():
+        path = run_dir.with_name(f"{run_dir.name}.crash.log")
+    else:  # a seed of a trial whose folder was removed with its first seed's half-made run
+        path = run_dir.parent.with_name(f"{run_dir.parent.name}.crash.log")
     with contextlib.suppress(OSError):
         with open(path, "a") as f:
             f.write(text)
@@ -611,15 +751,28 @@ def _write_crash_log(run_dir: Path, number: int, exc: BaseException) -> Path:
 
 # --- the driver ----------------------------------------------------------------------------------
 def _study_settings(spec: TuneSpec) -> dict:
-    """What a study's values mean: continuing it with other settings would mix incomparable values."""
+    """What a study's values mean: continuing it with other settings would mix incomparable values.
+    (``seed``, the first seed, is kept for studies made before ``--seeds``; ``seeds`` is what is checked.)"""
     return {"algo": spec.algo, "env": spec.env, "steps": spec.steps, "seed": spec.seed,
-            "stop_at_return": spec.stop_at_return, "eval_every": spec.eval_every,
+            "seeds": [int(s) for s in spec.seeds], "stop_at_return": spec.stop_at_return,
+            "objective": spec.objective, "eval_every": spec.eval_every,
             "eval_episodes": spec.eval_episodes, "final_eval_episodes": spec.final_eval_episodes}
 
 
-FLAGS = {"algo": "--algo", "env": "--env", "steps": "--steps", "seed": "--seed", "stop_at_return": "--stop-at-return",
-         "eval_every": "--eval-every", "eval_episodes": "--eval-episodes",
-         "final_eval_episodes": "--final-eval-episodes"}
+FLAGS = {"algo": "--algo", "env": "--env", "steps": "--steps", "seeds": "--seeds",
+         "stop_at_return": "--stop-at-return", "objective": "--objective", "eval_every": "--eval-every",
+         "eval_episodes": "--eval-episodes", "final_eval_episodes": "--final-eval-episodes"}
+
+
+def _recorded_settings(recorded: dict) -> dict:
+    """A study's recorded settings, those of a study made before --seeds and --objective completed: its
+    one seed, and the steps objective where it has --stop-at-return."""
+    recorded = dict(recorded)
+    if "seeds" not in recorded and "seed" in recorded:
+        recorded["seeds"] = [recorded["seed"]]
+    if "objective" not in recorded:
+        recorded["objective"] = "steps" if recorded.get("stop_at_return") is not None else None
+    return recorded
 
 
 def _check_existing_study(url: str, shown: str, sqlite: Path | None, spec: TuneSpec, space: list[Param]) -> bool:
@@ -637,7 +790,7 @@ def _check_existing_study(url: str, shown: str, sqlite: Path | None, spec: TuneS
         recorded = storage.get_study_user_attrs(study_id).get(ATTR)
         if not isinstance(recorded, dict):
             raise UsageError(f"study '{spec.study}' in {shown} was not made by rlkit tune: give another --study")
-        mine = _study_settings(spec)
+        recorded, mine = _recorded_settings(recorded), _study_settings(spec)
         for key, flag in FLAGS.items():
             if recorded.get(key) != mine[key]:
                 raise UsageError(f"study '{spec.study}' in {shown} measures {flag} {_shown(recorded.get(key))}, not "
@@ -661,6 +814,8 @@ def _check_existing_study(url: str, shown: str, sqlite: Path | None, spec: TuneS
 
 
 def _shown(value) -> str:
+    if isinstance(value, (list, tuple)):
+        return " ".join(_shown(v) for v in value)
     return "(none)" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
 
 
@@ -679,16 +834,39 @@ def _fmt(value) -> str:
     return str(value)
 
 
+def _check_seeds(seed, seeds, max_seed: int) -> list[int]:
+    """The trial seeds: ``seeds``, or [``seed``] (default [0]); each an integer in [0, max_seed], none
+    twice, at least one."""
+    if seeds is not None and seed is not None:
+        raise UsageError("--seed and --seeds do not go together (--seed S is --seeds S)")
+    flag = "--seeds" if seeds is not None else "--seed"
+    given = list(seeds) if seeds is not None else [0 if seed is None else seed]
+    if not given:
+        raise UsageError("--seeds needs at least one seed")
+    for s in given:
+        if isinstance(s, bool) or not isinstance(s, int) or not 0 <= s <= max_seed:
+            raise UsageError(f"{flag} must be {'integers' if flag == '--seeds' else 'an integer'} in "
+                             f"[0, {max_seed}], got {s}")
+    twice = sorted({s for s in given if given.count(s) > 1})
+    if twice:
+        raise UsageError(f"--seeds {' '.join(map(str, given))}: seed {', '.join(map(str, twice))} given more than "
+                         f"once (a repeated seed repeats the same run)")
+    return [int(s) for s in given]
+
+
 def tune(algo: str, env: str, trials: int, *, timeout: float | None = None, jobs: int = 1, backend: str = "local",
          ray_address: str | None = None, runs_root: Path | str = runs.DEFAULT_ROOT, storage: str | None = None,
          study: str | None = None, sampler: str = "tpe", pruner: str = "median", space: Path | str | None = None,
-         seed: int = 0, steps: int | None = None, stop_at_return: float | None = None, eval_every: int = 10_000,
+         seed: int | None = None, seeds: list[int] | None = None, steps: int | None = None,
+         stop_at_return: float | None = None, objective: str | None = None, eval_every: int = 10_000,
          eval_episodes: int = 10, final_eval_episodes: int | None = None, startup_trials: int = 5,
          warmup_steps: int | None = None, env_packages: list[str] | None = None, command: list[str] | None = None,
          train_fn: str = "rlkit.training:train", out=None) -> dict:
     """Run ``trials`` more trials of the study (created, or continued), then write best.yaml, the charts
-    and trials.csv and print the summary. Everything is checked before anything is written. Returns
-    {"study", "folder", "storage", "counts", "best"}."""
+    and trials.csv and print the summary. Everything is checked before anything is written. ``seeds``:
+    every trial trains each (its value the median over them); ``seed`` S is ``seeds`` [S] (default 0).
+    ``objective`` (with ``stop_at_return``): "steps" (default) or "time", the training wall seconds to R.
+    Returns {"study", "folder", "storage", "counts", "best"}."""
     from rlkit import plugins, registry
     from rlkit.training import MAX_SEED, check_env_for
 
@@ -703,8 +881,7 @@ def tune(algo: str, env: str, trials: int, *, timeout: float | None = None, jobs
         raise UsageError(f"--steps must be an integer >= 1, got {steps}")
     if timeout is not None and not (isinstance(timeout, (int, float)) and math.isfinite(timeout) and timeout > 0):
         raise UsageError(f"--timeout must be a number of seconds > 0, got {timeout}")
-    if not 0 <= int(seed) <= MAX_SEED:
-        raise UsageError(f"--seed must be an integer in [0, {MAX_SEED}], got {seed}")
+    seeds = _check_seeds(seed, seeds, MAX_SEED)
     if sampler not in SAMPLERS:
         raise UsageError(f"--sampler '{sampler}' is not one of {', '.join(SAMPLERS)}{did_you_mean(sampler, SAMPLERS)}")
     if pruner not in PRUNERS:
@@ -715,6 +892,14 @@ def tune(algo: str, env: str, trials: int, *, timeout: float | None = None, jobs
         raise UsageError("--ray-address goes with --backend ray")
     if stop_at_return is not None and not math.isfinite(float(stop_at_return)):
         raise UsageError(f"--stop-at-return must be a finite number, got {stop_at_return}")
+    if objective is not None:
+        if objective not in OBJECTIVES:
+            raise UsageError(f"--objective '{objective}' is not one of {', '.join(OBJECTIVES)}"
+                             f"{did_you_mean(objective, OBJECTIVES)}")
+        if stop_at_return is None:
+            raise UsageError(f"--objective {objective} measures the way to --stop-at-return R: give R too "
+                             f"(without it the objective is the final score)")
+    objective = (objective or "steps") if stop_at_return is not None else None
     env_id, packages = plugins.resolve_env(env, env_packages)
     if study is not None and not STUDY_NAME.match(study):
         raise UsageError(f"--study '{study}' must be letters, digits, '.', '_' or '-' (it names a folder), "
@@ -737,11 +922,12 @@ def tune(algo: str, env: str, trials: int, *, timeout: float | None = None, jobs
     study_name = study or f"{algo}-{runs.env_dirname(env_id)}"
     url, shown, sqlite = check_storage(storage or f"sqlite:///{(env_dir / f'{algo}.db').absolute()}")
     spec = TuneSpec(algo=algo, env=env_id, env_packages=tuple(packages), storage=url, study=study_name,
-                    folder=str(folder), steps=budget, seed=int(seed), eval_every=int(eval_every),
+                    folder=str(folder), steps=budget, seeds=tuple(seeds), eval_every=int(eval_every),
                     eval_episodes=int(eval_episodes),
                     stop_at_return=None if stop_at_return is None else float(stop_at_return),
                     final_eval_episodes=int(final_eval_episodes), pruner=pruner, startup_trials=int(startup_trials),
-                    warmup_steps=int(budget // 3 if warmup_steps is None else warmup_steps), train_fn=train_fn)
+                    warmup_steps=int(budget // 3 if warmup_steps is None else warmup_steps), train_fn=train_fn,
+                    objective=objective)
     existed = _check_existing_study(url, shown, sqlite, spec, params)
 
     # --- the workers first (a Ray address that does not answer is still a usage error), then the files
@@ -761,7 +947,7 @@ def tune(algo: str, env: str, trials: int, *, timeout: float | None = None, jobs
         if existed:
             n_before = len(rdb.get_all_trials(rdb.get_study_id_from_name(study_name), deepcopy=False))
         direction = "minimize" if spec.stop_at_return is not None else "maximize"
-        sampler_seed = (int(seed) * 1_000_003 + n_before) % 2**32  # a continued study draws new values
+        sampler_seed = (spec.seed * 1_000_003 + n_before) % 2**32  # a continued study draws new values
         if sampler == "tpe":
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # multivariate is experimental
@@ -787,14 +973,22 @@ def tune(algo: str, env: str, trials: int, *, timeout: float | None = None, jobs
 
 
 def _objective_text(spec: TuneSpec) -> str:
+    seeds = (f"; the median over seeds {_shown(list(spec.seeds))}, each a run of its own" if len(spec.seeds) > 1
+             else "")
+    if spec.by_time:
+        r = spec.stop_at_return
+        return (f"minimise training wall seconds to an evaluation mean return >= {r:g} (run.json solved_at_s; "
+                f"every {spec.eval_every} steps, {spec.eval_episodes} episodes); unsolved in {spec.steps}: the run's "
+                f"wall_s * (1 + (R - best) / {max(abs(r), 1.0):g}){seeds}")
     if spec.stop_at_return is not None:
         r = spec.stop_at_return
         return (f"minimise env steps to an evaluation mean return >= {r:g} (every {spec.eval_every} steps, "
                 f"{spec.eval_episodes} episodes); unsolved in {spec.steps}: {spec.steps} * (1 + (R - best) / "
-                f"{max(abs(r), 1.0):g})")
+                f"{max(abs(r), 1.0):g}){seeds}")
     return (f"maximise the final mean return over {spec.final_eval_episodes} fresh episodes after {spec.steps} "
-            f"steps" if spec.final_eval_episodes else
-            f"maximise the last evaluation's mean return ({spec.eval_episodes} episodes) after {spec.steps} steps")
+            f"steps{seeds}" if spec.final_eval_episodes else
+            f"maximise the last evaluation's mean return ({spec.eval_episodes} episodes) after {spec.steps} "
+            f"steps{seeds}")
 
 
 def _drive(group, study, spec: TuneSpec, params: list[Param], base: dict, trials: int, timeout: float | None,
@@ -831,7 +1025,8 @@ def _drive(group, study, spec: TuneSpec, params: list[Param], base: dict, trials
                 done = group.next_done()
             except WorkerError as err:  # the worker died (or broke outside a trial): the trial fails
                 rank = getattr(err, "rank", None)
-                _tell(study, running[rank], {"state": "fail", "reason": first_line(err), "attrs": {}}, out)
+                _tell(study, running[rank], {"state": "fail", "reason": first_line(err), "attrs": {}}, out,
+                      spec.by_time)
                 running.pop(rank)
                 if group.backend == "ray":  # an actor Ray could not keep alive (max_restarts 0: no retried trial)
                     lost += 1
@@ -843,7 +1038,7 @@ def _drive(group, study, spec: TuneSpec, params: list[Param], base: dict, trials
                 free.append(rank)
                 continue
             rank, result = done
-            _tell(study, running[rank], result, out)  # a Ctrl-C meanwhile: the except below tells it
+            _tell(study, running[rank], result, out, spec.by_time)  # a Ctrl-C meanwhile: the except below tells it
             running.pop(rank)
             free.append(rank)
     except BaseException as exc:  # Ctrl-C, SIGTERM, an error of the driver: stop the workers, fail their trials
@@ -876,7 +1071,7 @@ def _trial_dir(folder: Path, number: int) -> Path:
     return path
 
 
-def _tell(study, trial, result: dict, out) -> None:
+def _tell(study, trial, result: dict, out, time_objective: bool = False) -> None:
     from optuna.trial import TrialState
 
     attrs = dict(result.get("attrs") or {})
@@ -885,24 +1080,50 @@ def _tell(study, trial, result: dict, out) -> None:
     for key, value in attrs.items():
         trial.set_user_attr(key, value)
     run = _rel(Path(trial.user_attrs.get("run_dir", "")))
+    on_seed = f" on seed {result['seed']}" if result.get("seed") is not None else ""
     if result["state"] == "complete":
         study.tell(trial, result["value"])
-        value = result["value"]
-        if study.direction.name == "MINIMIZE":
-            what = (f"solved at step {int(value)} ({attrs.get('solved_at_s')} s)" if "solved_at_step" in attrs else
-                    f"not solved, best evaluation {_fmt(attrs.get('best_eval_return'))}: score {value:.0f}")
-        else:
-            what = f"final return {value:.2f}"
-        line = f"trial {trial.number}: {what}  {run}"
+        what = _value_text(result["value"], attrs, study.direction.name == "MINIMIZE",
+                           time_objective=time_objective)
+        line = f"trial {trial.number}: {what}{_per_seed_text(attrs, ' [median; {}]')}  {run}"
     elif result["state"] == "pruned":
         study.tell(trial, state=TrialState.PRUNED)
-        line = (f"trial {trial.number}: pruned at step {result.get('step')} "
+        line = (f"trial {trial.number}: pruned at step {result.get('step')}{on_seed} "
                 f"(evaluation {result.get('mean_return')})  {run}")
     else:
         study.tell(trial, state=TrialState.FAIL)
         where = f" (traceback in {_rel(Path(attrs['crash_log']))})" if attrs.get("crash_log") else ""
-        line = f"trial {trial.number}: failed: {result['reason']}{where}"
+        reason = result["reason"]
+        line = f"trial {trial.number}: failed: {reason}{on_seed if '(seed ' not in reason else ''}{where}"
     print(line, file=out, flush=True)
+
+
+def _value_text(value: float, a: dict, minimise: bool, time_objective: bool) -> str:
+    """A complete trial's value in words (from its median attributes)."""
+    if not minimise:
+        return f"final return {value:.2f}"
+    if time_objective:
+        return (f"solved in {_fmt(a.get('solved_at_s'))} s (step {_fmt(a.get('solved_at_step'))})"
+                if a.get("solved_at_s") is not None else
+                f"not solved, best evaluation {_fmt(a.get('best_eval_return'))}: score {value:.4g} s")
+    return (f"solved at step {_fmt(a['solved_at_step'])} ({_fmt(a.get('solved_at_s'))} s)"
+            if a.get("solved_at_step") is not None else
+            f"not solved, best evaluation {_fmt(a.get('best_eval_return'))}: score {value:.0f}")
+
+
+def _per_seed_text(a: dict, template: str = "{}") -> str:
+    """``seeds 0 1 2: 300 100 6650``, the seeds' values of a trial of several seeds ('' for one seed)."""
+    values = a.get("seed_values") or {}
+    if len(values) < 2:
+        return ""
+    return template.format(f"seeds {' '.join(values)}: {' '.join(_num(v) for v in values.values())}")
+
+
+def _num(value) -> str:
+    if value is None:
+        return "-"
+    value = float(value)
+    return f"{value:.0f}" if value.is_integer() or abs(value) >= 1000 else f"{value:.4g}"
 
 
 # --- results ---------------------------------------------------------------------------------------
@@ -948,13 +1169,19 @@ class TrialsFailed(Exception):
 
 def _best_text(best, spec: TuneSpec) -> str:
     a = best.user_attrs
-    if spec.stop_at_return is not None:
-        head = (f"best: trial {best.number}, solved at step {a.get('solved_at_step')} ({a.get('solved_at_s')} s)"
-                if a.get("solved_at_step") is not None else
+    if spec.by_time:
+        head = (f"best: trial {best.number}, solved in {_fmt(a.get('solved_at_s'))} s "
+                f"(step {_fmt(a.get('solved_at_step'))})" if a.get("solved_at_s") is not None else
+                f"best: trial {best.number}, not solved (best evaluation {_fmt(a.get('best_eval_return'))}), "
+                f"score {best.value:.4g} s")
+    elif spec.stop_at_return is not None:
+        head = (f"best: trial {best.number}, solved at step {_fmt(a.get('solved_at_step'))} "
+                f"({_fmt(a.get('solved_at_s'))} s)" if a.get("solved_at_step") is not None else
                 f"best: trial {best.number}, not solved (best evaluation {_fmt(a.get('best_eval_return'))}), "
                 f"score {best.value:.0f}")
     else:
         head = f"best: trial {best.number}, final return {best.value:.2f}"
+    head += _per_seed_text(a, ", the median of {}")
     values = a.get("values") or {}
     width = max([len(k) for k in values] + [5])
     lines = [head, f"  {'param':<{width}}  value"]
@@ -964,19 +1191,25 @@ def _best_text(best, spec: TuneSpec) -> str:
 
 def _table(complete: list, study, spec: TuneSpec, top: int = 5) -> str:
     ordered = sorted(complete, key=lambda t: t.value, reverse=study.direction.name == "MAXIMIZE")[:top]
-    rows = [("trial", "value", "solved_at", "wall_s", "final_return", "run")]
+    several = any(len(t.user_attrs.get("seed_values") or {}) > 1 for t in ordered)
+    rows = [("trial", "median" if several else "value", "solved_at", *(("solved_s",) if spec.by_time else ()),
+             "wall_s", "final_return", *(("per_seed",) if several else ()), "run")]
     for t in ordered:
         a = t.user_attrs
-        rows.append((str(t.number), f"{t.value:.6g}", _fmt(a.get("solved_at_step", "-")), _fmt(a.get("wall_s", "-")),
-                     _fmt(a.get("final_return", "-")), _rel(Path(a.get("run_dir", "")))))
+        rows.append((str(t.number), f"{t.value:.6g}", _fmt(a.get("solved_at_step", "-")),
+                     *((_fmt(a.get("solved_at_s", "-")),) if spec.by_time else ()), _fmt(a.get("wall_s", "-")),
+                     _fmt(a.get("final_return", "-")),
+                     *((" ".join(_num(v) for v in (a.get("seed_values") or {}).values()),) if several else ()),
+                     _rel(Path(a.get("run_dir", "")))))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return f"top {len(ordered)} of {len(complete)} complete:\n" + "\n".join(
         "  " + "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
 
 
 def _reproduce(spec: TuneSpec, best_yaml: Path) -> list[str]:
-    cmd = ["rlkit", "train", "--algo", spec.algo, "--env", spec.env, "--config", _rel(best_yaml),
-           "--seed", str(spec.seed), "--eval-every", str(spec.eval_every), "--eval-episodes", str(spec.eval_episodes)]
+    seeds = ["--seeds", *map(str, spec.seeds)] if len(spec.seeds) > 1 else ["--seed", str(spec.seed)]
+    cmd = ["rlkit", "train", "--algo", spec.algo, "--env", spec.env, "--config", _rel(best_yaml), *seeds,
+           "--eval-every", str(spec.eval_every), "--eval-episodes", str(spec.eval_episodes)]
     if spec.stop_at_return is not None:
         cmd += ["--stop-at-return", f"{spec.stop_at_return:g}"]
     for package in spec.env_packages:
@@ -988,15 +1221,24 @@ def _write_best_yaml(path: Path, best, study, spec: TuneSpec, shown: str) -> Non
     """The best trial's configuration as an RL Zoo shaped entry {env id: {key: value}}, which
     `rlkit train --config` takes: the algorithm's yaml entry with the trial's values, n_timesteps the
     trial budget."""
-    config = best.user_attrs.get("config") or {}
+    a = best.user_attrs
+    config = a.get("config") or {}
     if spec.stop_at_return is None:
         value = f"final mean return {best.value:.2f}"
-    elif best.user_attrs.get("solved_at_step") is not None:
-        value = f"mean return >= {spec.stop_at_return:g} at step {best.user_attrs['solved_at_step']}"
+    elif spec.by_time and a.get("solved_at_s") is not None:
+        value = (f"mean return >= {spec.stop_at_return:g} in {_fmt(a['solved_at_s'])} s "
+                 f"(step {_fmt(a.get('solved_at_step'))})")
+    elif not spec.by_time and a.get("solved_at_step") is not None:
+        value = f"mean return >= {spec.stop_at_return:g} at step {_fmt(a['solved_at_step'])}"
     else:
-        value = f"not solved, score {best.value:.0f}"
+        value = f"not solved, score {best.value:.4g} s" if spec.by_time else f"not solved, score {best.value:.0f}"
+    if len(spec.seeds) > 1:
+        value += f" (median; {_per_seed_text(a)})"
+        seeds = f"seeds {_shown(list(spec.seeds))}; its runs: {a.get('run_dir')}/seed_<seed>"
+    else:
+        seeds = f"seed {spec.seed}; its run: {a.get('run_dir')}"
     head = (f"# rlkit tune: the best trial ({best.number}) of study {study.study_name} in {shown}: {value}\n"
-            f"# {spec.algo} on {spec.env}, seed {spec.seed}; its run: {best.user_attrs.get('run_dir')}\n"
+            f"# {spec.algo} on {spec.env}, {seeds}\n"
             f"# train it: {shlex.join(_reproduce(spec, path))}\n")
     body = yaml.safe_dump({spec.env: config}, sort_keys=False, default_flow_style=None)
     _atomic_write(path, head + body)
@@ -1038,8 +1280,10 @@ def _write_charts(study, folder: Path, spec: TuneSpec) -> tuple[list[Path], list
                 ax = ax.flat[0] if hasattr(ax, "flat") else ax
                 if name == "history.png":
                     ax.set_title(f"{study.study_name}: {spec.algo} on {spec.env}")
-                    ax.set_ylabel(f"env steps to {spec.stop_at_return:g} (unsolved: penalised)"
-                                  if spec.stop_at_return is not None else "final mean return")
+                    label = (f"training seconds to {spec.stop_at_return:g} (unsolved: penalised)" if spec.by_time
+                             else f"env steps to {spec.stop_at_return:g} (unsolved: penalised)"
+                             if spec.stop_at_return is not None else "final mean return")
+                    ax.set_ylabel(label + (f", median of {len(spec.seeds)} seeds" if len(spec.seeds) > 1 else ""))
                 fig = ax.figure
                 fig.savefig(path, dpi=100, bbox_inches="tight")
                 plt.close(fig)
@@ -1057,7 +1301,7 @@ def _write_csv(path: Path, trials: list, params: list[Param]) -> None:
             if k not in keys:
                 keys.append(k)
     extra = ("solved_at_step", "solved_at_s", "wall_s", "best_eval_return", "final_return", "pruned_at_step",
-             "fail_reason", "run_dir", "pid")
+             "fail_reason", "run_dir", "pid", "pruned_seed", "seed_values")
     buf = io.StringIO()
     w = csv.writer(buf)
     w.writerow(["number", "state", "value", *keys, *extra])
@@ -1065,5 +1309,5 @@ def _write_csv(path: Path, trials: list, params: list[Param]) -> None:
         values = t.user_attrs.get("values") or {}
         w.writerow([t.number, t.state.name.lower(), "" if t.value is None else t.value,
                     *[_fmt(values[k]) if k in values else "" for k in keys],
-                    *[t.user_attrs.get(k, "") for k in extra]])
+                    *[_fmt(v) if isinstance(v := t.user_attrs.get(k, ""), dict) else v for k in extra]])
     _atomic_write(path, buf.getvalue())

@@ -119,33 +119,41 @@ def test_the_same_command_continues_the_study_and_best_yaml_trains(study, capsys
 
 
 # --- a stand-in for rlkit.training.train: the study's logic without the training ------------------------
-def fake_train(algo, env_id, *, steps, run_dir, eval_every, on_eval, on_step, stop_at_return, sets, **kw):
+def fake_train(algo, env_id, *, steps, run_dir, eval_every, on_eval, on_step, stop_at_return, sets, seed=0, **kw):
     """Trial n: n in BAD evaluates 10 every time, FAILS raise, NAN diverges, INVALID is a refused
-    configuration; the others climb 100, 200, ... Writes the run.json fields the objective reads."""
+    configuration; the others climb 100, 200, ... (CLIMB {n: c}: c, 2c, ...; SCALE {seed: f}: times f
+    on that seed; BAD_SEED {n: [seeds]}: 10 on those seeds of trial n). Each evaluation is 0.1 s of
+    run.json wall time (SEC_PER_EVAL {n: s}: s), and SLEEP {n: s} really sleeps s seconds per evaluation.
+    Writes the run.json fields the objective reads."""
     from rlkit.errors import UsageError
 
-    number = int(Path(run_dir).name.split("_")[1].split("-")[0])
+    trial_dir = Path(run_dir).parent if Path(run_dir).name.startswith("seed_") else Path(run_dir)
+    number = int(trial_dir.name.split("_")[1].split("-")[0])
     plan = json.loads(os.environ["RLKIT_FAKE_PLAN"])
     if number in plan.get("invalid", []):
         raise UsageError("objective 'average' needs raw rewards: set norm_reward false")
     if number in plan.get("fails", []):
         raise RuntimeError(f"trial {number} broke")
     Path(run_dir).mkdir(parents=True)
+    climb = plan.get("climb", {}).get(str(number), 100.0) * plan.get("scale", {}).get(str(seed), 1.0)
+    bad = number in plan.get("bad", []) or seed in plan.get("bad_seed", {}).get(str(number), [])
+    per_eval = plan.get("sec_per_eval", {}).get(str(number), 0.1)
     evals, step, solved = [], 0, False
     for k in range(1, steps // eval_every + 1):
         step = k * eval_every
         on_step(step, None)
-        mean = float("nan") if number in plan.get("nan", []) else 10.0 if number in plan.get("bad", []) else 100.0 * k
-        evals.append([step, 0.1 * k, mean])
+        time.sleep(plan.get("sleep", {}).get(str(number), 0.0))
+        mean = float("nan") if number in plan.get("nan", []) else 10.0 if bad else climb * k
+        evals.append([step, per_eval * k, mean])
         solved = stop_at_return is not None and mean >= stop_at_return
         if on_eval(step, {"mean_return": mean}, None) is False or solved:  # as TrainingCallback stops
             break
     means = [e[2] for e in evals if not math.isnan(e[2])]
-    info = {"steps": step, "wall_s": 0.1 * len(evals), "status": "solved" if solved else "finished", "evals": evals,
-            "best": {"step": step, "mean_return": max(means)} if means else None,
+    info = {"steps": step, "wall_s": round(per_eval * len(evals), 3), "status": "solved" if solved else "finished",
+            "evals": evals, "best": {"step": step, "mean_return": max(means)} if means else None,
             "final_eval": {"mean_return": evals[-1][2]}}
     if solved:
-        info.update(solved_at_step=step, solved_at_s=0.1 * len(evals))
+        info.update(solved_at_step=step, solved_at_s=round(per_eval * len(evals), 3))
     (Path(run_dir) / "run.json").write_text(json.dumps(info))
     return Path(run_dir)
 
@@ -158,6 +166,8 @@ def _fake_study(tmp_path, monkeypatch, trials: int, plan: dict, **kw):
     settings = dict(steps=500, eval_every=100, seed=0, runs_root=tmp_path / "runs", space=space, sampler="random",
                     train_fn="tests.test_tune:fake_train", startup_trials=2, warmup_steps=0)
     settings.update(kw)
+    if "seeds" in kw:
+        settings.pop("seed")
     return tune.tune("ppo", "CartPole-v1", trials, **settings)
 
 
@@ -238,6 +248,185 @@ def test_ctrl_c_exits_130_and_leaves_the_study_resumable(tmp_path, monkeypatch):
     tune.tune("ppo", "CartPole-v1", 1, steps=20000, eval_every=512, eval_episodes=1, seed=0, space=space,
               train_fn="tests.test_tune:fake_train", pruner="none")
     assert [t.state.name for t in _trials(db, "ppo-CartPole-v1")] == ["FAIL", "COMPLETE"]
+
+
+# --- --seeds and --objective ---------------------------------------------------------------------------
+DB = ("runs", "tune", "CartPole-v1", "ppo.db")
+
+
+def test_a_trial_of_several_seeds_is_the_median_of_their_values_each_its_own_run(tmp_path, monkeypatch, capsys):
+    # Seed 0 climbs 100 a evaluation (R 300 at step 300), seed 1 300 (step 100), seed 2 50 (step 600).
+    _fake_study(tmp_path, monkeypatch, 2, {"scale": {"1": 3.0, "2": 0.5}}, seeds=[0, 1, 2], stop_at_return=300,
+                steps=1000, pruner="none")
+    trials = _trials(tmp_path.joinpath(*DB), "ppo-CartPole-v1")
+    folder = tmp_path / "runs" / "tune" / "CartPole-v1" / "ppo"
+    t = trials[0]
+    assert t.value == 300.0  # the median of 300, 100, 600 (their mean would be 333)
+    a = t.user_attrs
+    assert a["seed_values"] == {"0": 300.0, "1": 100.0, "2": 600.0}
+    assert a["seed_solved_at_step"] == {"0": 300, "1": 100, "2": 600} and a["solved_at_step"] == 300
+    assert a["seed_steps"] == {"0": 300, "1": 100, "2": 600} and a["steps"] == 300
+    assert a["seed_wall_s"] == {"0": 0.3, "1": 0.1, "2": 0.6} and a["wall_s"] == 0.3
+    assert a["solved_at_s"] == 0.3 and a["seed_solved_at_s"]["2"] == 0.6
+    assert Path(a["run_dir"]) == folder / "trial_0000"
+    for seed in (0, 1, 2):  # one ordinary run directory per seed, under the trial's folder
+        run = folder / "trial_0000" / f"seed_{seed}"
+        assert a["seed_run_dir"][str(seed)] == str(run)
+        assert json.loads((run / "run.json").read_text())["steps"] == a["seed_steps"][str(seed)]
+    # Seed k reports milestone m at k * stride + m, stride = 1000 rounded up to 100s, plus 100.
+    assert sorted(t.intermediate_values) == [100, 200, 300, 1200, 2300, 2400, 2500, 2600, 2700, 2800]
+    assert t.intermediate_values[1200] == 100.0 and t.intermediate_values[2800] == 600.0
+    out = capsys.readouterr().out
+    assert "; the median over seeds 0 1 2, each a run of its own" in out
+    assert "trial 0: solved at step 300 (0.3 s) [median; seeds 0 1 2: 300 100 600]  " in out
+    assert "best: trial 0, solved at step 300 (0.3 s), the median of seeds 0 1 2: 300 100 600" in out
+    table = out[out.index("top 2 of 2 complete:"):].splitlines()
+    assert table[1].split()[:2] == ["trial", "median"] and "per_seed" in table[1]
+    assert "300 100 600" in table[2]
+    best = (folder / "best.yaml").read_text()
+    assert "--seeds 0 1 2 --eval-every 100" in best and "seeds 0 1 2; its runs:" in best
+
+
+def test_a_real_trial_of_two_seeds_is_two_runs_rlkit_compare_finds(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    space = _space(tmp_path, TINY_SPACE)
+    args = [*REAL[:4], "--steps", "512", "--eval-every", "512", "--eval-episodes", "1", "--stop-at-return", "475",
+            "--pruner", "none", "--space", space, "--trials", "1"]
+    code, out, err = main_in_process(capsys, "tune", *args, "--seeds", "3", "5")
+    assert code == 0, err
+    trial = tmp_path / "runs" / "tune" / "CartPole-v1" / "ppo" / "trial_0000"
+    assert sorted(p.name for p in trial.iterdir()) == ["seed_3", "seed_5"]
+    config = yaml.safe_load((trial / "seed_5" / "config.yaml").read_text())
+    assert config["seed"] == 5 and "--seed 5 " in config["provenance"]["command"]
+    assert "--seeds 3 5" in out
+    code, out, err = main_in_process(capsys, "compare", tmp_path / "runs" / "tune" / "CartPole-v1" / "ppo")
+    assert code == 0, err
+    (row,) = [line for line in out.splitlines() if line.startswith("| ppo")]
+    assert row.split("|")[2].strip() == "2"  # one configuration, its two seeds' runs
+
+
+def _pruned_by(values: dict, others: list[dict], stride: int | None, warmup: int = 0) -> bool:
+    """CarriedMedianPruner's decision for a running trial with ``values`` among complete ones."""
+    from optuna.trial import TrialState, create_trial
+
+    from rlkit import tune
+
+    study = optuna.create_study(direction="minimize")
+    for inter in others:
+        study.add_trial(create_trial(state=TrialState.COMPLETE, value=min(inter.values()),
+                                     intermediate_values=inter))
+    trial = study.ask()
+    for step, value in values.items():
+        trial.report(value, step)
+    frozen = study._storage.get_trial(trial._trial_id)
+    return tune.CarriedMedianPruner(n_startup_trials=2, n_warmup_steps=warmup, seed_stride=stride).prune(study, frozen)
+
+
+def test_the_pruner_compares_seed_k_of_a_trial_with_seed_k_of_the_others():
+    stride = 1100  # budget 1000, --eval-every 100
+    others = [{100: 150.0, 200: 120.0, 1200: 5000.0, 1300: 4000.0}, {100: 160.0, 1200: 5200.0, 1300: 4200.0}]
+    # Great on seed 0, worse than the others' seed 1 at its milestone 100 (step 1200): pruned there;
+    # without the seed blocks its seed-0 value (50) would hide it.
+    assert _pruned_by({100: 50.0, 1200: 6000.0}, others, stride)
+    assert not _pruned_by({100: 50.0, 1200: 6000.0}, others, None)
+    # Better than the others' seed 1 (5000, 5200) though worse than every seed-0 value: not pruned.
+    assert not _pruned_by({100: 140.0, 1200: 4500.0}, others, stride)
+    # Seed 1 at milestone 200 (step 1300) meets the others' seed 1 at 200: 4000, 4200.
+    assert _pruned_by({100: 140.0, 1200: 4500.0, 1300: 4500.0}, others, stride)
+    # The warm-up counts from the start of each seed: step 1200 is milestone 100 of seed 1.
+    assert not _pruned_by({100: 50.0, 1200: 6000.0}, others, stride, warmup=300)
+    assert _pruned_by({100: 50.0, 1200: 6000.0}, others, None, warmup=300) is False  # (its best is 50)
+
+
+def test_a_trial_pruned_on_one_seed_trains_no_later_seed(tmp_path, monkeypatch, capsys):
+    # Trial 2 evaluates 10 on its seed 1: as good as the others on seed 0, far worse on seed 1.
+    result = _fake_study(tmp_path, monkeypatch, 3, {"bad_seed": {"2": [1]}}, seeds=[0, 1, 2], stop_at_return=300,
+                         steps=500)
+    trials = _trials(tmp_path.joinpath(*DB), "ppo-CartPole-v1")
+    assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE", "PRUNED"] and result["counts"]["pruned"] == 1
+    pruned = trials[2]
+    assert pruned.user_attrs["pruned_seed"] == 1 and pruned.user_attrs["pruned_at_step"] == 100
+    assert pruned.user_attrs["seed_values"] == {"0": 300.0, "1": None}
+    # seed 1's first evaluation at step 600 + 100 (stride 500 + 100): 500 * (1 + (300 - 10) / 300)
+    assert max(pruned.intermediate_values) == 700
+    assert pruned.intermediate_values[700] == pytest.approx(500 * (1 + 290 / 300))
+    trial_dir = Path(pruned.user_attrs["run_dir"])
+    assert sorted(p.name for p in trial_dir.iterdir()) == ["seed_0", "seed_1"]  # seed 2 never trained
+    assert json.loads((trial_dir / "seed_1" / "run.json").read_text())["steps"] == 100
+    assert "trial 2: pruned at step 100 on seed 1 (evaluation 10.0)" in capsys.readouterr().out
+
+
+def test_continuing_a_study_with_other_seeds_or_objective_exits_2(tmp_path, monkeypatch, capsys):
+    from rlkit import tune
+
+    _fake_study(tmp_path, monkeypatch, 1, {}, seeds=[0, 1], stop_at_return=300, pruner="none")
+    db = tmp_path.joinpath(*DB)
+    common = ["tune", "--algo", "ppo", "--env", "CartPole-v1", "--trials", "1", "--steps", "500", "--eval-every",
+              "100", "--stop-at-return", "300", "--runs-root", tmp_path / "runs", "--space", tmp_path / "space.yaml"]
+    for extra, needle in ((["--seeds", "0", "2"], "measures --seeds 0 1, not 0 2"),
+                          (["--seed", "0"], "measures --seeds 0 1, not 0:"),
+                          ([], "measures --seeds 0 1, not 0:"),
+                          (["--seeds", "0", "1", "--objective", "time"], "measures --objective steps, not time")):
+        code, out, err = main_in_process(capsys, *common, *extra)
+        assert_one_line_error(code, err, needle, "--study NAME")
+    assert len(_trials(db, "ppo-CartPole-v1")) == 1
+    # A study made before --seeds recorded one seed (and no objective): the same seed continues it.
+    storage = optuna.storages.RDBStorage(f"sqlite:///{db}")
+    study_id = storage.get_study_id_from_name("ppo-CartPole-v1")
+    old = dict(storage.get_study_user_attrs(study_id)[tune.ATTR])
+    old.pop("seeds"), old.pop("objective")
+    old["seed"] = 1
+    storage.set_study_user_attr(study_id, tune.ATTR, old)
+    storage.engine.dispose()
+    code, out, err = main_in_process(capsys, *common, "--seeds", "0", "1")
+    assert_one_line_error(code, err, "measures --seeds 1, not 0 1")
+    _fake_study(tmp_path, monkeypatch, 1, {}, seed=1, stop_at_return=300, pruner="none")
+    assert len(_trials(db, "ppo-CartPole-v1")) == 2
+
+
+def test_objective_time_picks_the_faster_configuration_though_it_needs_more_steps(tmp_path, monkeypatch, capsys):
+    # Trial 0 reaches 200 at step 200 in 2 s; trial 1 at step 400 in 0.4 s (and really sleeps 0.02 s an
+    # evaluation); trial 2 never does: its run's 0.5 s times 1 + (200 - 10) / 200.
+    plan = {"climb": {"1": 50.0}, "sec_per_eval": {"0": 1.0}, "sleep": {"1": 0.02}, "bad": [2]}
+    (tmp_path / "time").mkdir(), (tmp_path / "steps").mkdir()
+    result = _fake_study(tmp_path / "time", monkeypatch, 3, plan, stop_at_return=200, objective="time", pruner="none")
+    steps = _fake_study(tmp_path / "steps", monkeypatch, 2, plan, stop_at_return=200, pruner="none")
+    assert result["best"] == 1 and steps["best"] == 0
+    trials = _trials(tmp_path.joinpath("time", *DB), "ppo-CartPole-v1")
+    assert [t.value for t in trials] == pytest.approx([2.0, 0.4, 0.5 * (1 + 190 / 200)])
+    assert trials[1].user_attrs["solved_at_step"] == 400 and trials[1].user_attrs["solved_at_s"] == 0.4
+    # Its reports: the seconds since its training started; unsolved ones projected to the budget, penalised.
+    inter = trials[1].intermediate_values
+    assert sorted(inter) == [100, 200, 300, 400]
+    assert 0.08 <= inter[400] < 5 and all(inter[s] > inter[400] for s in (100, 200, 300))
+    out = capsys.readouterr().out
+    assert "objective: minimise training wall seconds to an evaluation mean return >= 200" in out
+    assert "trial 1: solved in 0.4 s (step 400)" in out and "best: trial 1, solved in 0.4 s (step 400)" in out
+    best = (tmp_path / "time" / "runs" / "tune" / "CartPole-v1" / "ppo" / "best.yaml").read_text()
+    assert "mean return >= 200 in 0.4 s (step 400)" in best
+
+
+def test_bad_seeds_and_objective_exit_2_with_one_line_and_write_nothing(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    base = ["tune", "--algo", "ppo", "--env", "CartPole-v1", "--trials", "1"]
+    for args, needle in ((["--seeds", "1", "2", "1"], "--seeds 1 2 1: seed 1 given more than once"),
+                         (["--seeds"], "--seeds: expected at least one argument"),
+                         (["--seeds", "-1"], "--seeds must be an integer >= 0"),
+                         (["--seed", "0", "--seeds", "1"], "--seeds: not allowed with argument --seed"),
+                         (["--objective", "time"], "--objective time measures the way to --stop-at-return R"),
+                         (["--objective", "fast", "--stop-at-return", "1"], "invalid choice: 'fast'")):
+        code, out, err = main_in_process(capsys, *base, *args)
+        assert_one_line_error(code, err, needle)
+    assert list(tmp_path.iterdir()) == []
+    from rlkit import tune
+    from rlkit.errors import UsageError
+
+    for kw, needle in ((dict(seeds=[]), "at least one seed"), (dict(seeds=[2**32]), "--seeds must be integers in"),
+                       (dict(seed=1, seeds=[1]), "do not go together"),
+                       (dict(objective="time"), "give R too")):
+        with pytest.raises(UsageError, match=needle):
+            tune.tune("ppo", "CartPole-v1", 1, **kw)
+    assert list(tmp_path.iterdir()) == []
 
 
 # --- bad input: exit 2, one line, nothing written ------------------------------------------------------
