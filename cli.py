@@ -203,6 +203,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: median)")
     u.add_argument("--startup-trials", type=_int("--startup-trials", 0), default=5,
                    help="random trials before TPE models the space, and complete trials before pruning (default: 5)")
+    u.add_argument("--preset", default=None, metavar="NAME",
+                   help="trials start from the yaml entry <env>@NAME instead of the env's own, as train --preset; "
+                        "the study is <algo>@NAME's")
     u.add_argument("--space", default=None, metavar="FILE.yaml",
                    help="search space replacing the default one (agents/hyperparams/search_spaces.yaml)")
     useeds = u.add_mutually_exclusive_group()

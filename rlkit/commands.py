@@ -486,7 +486,7 @@ def cmd_tune(args) -> int:
                   steps=args.steps, stop_at_return=args.stop_at_return, eval_every=args.eval_every,
                   eval_episodes=args.eval_episodes, final_eval_episodes=args.final_eval_episodes,
                   startup_trials=args.startup_trials, env_packages=args.env_package,
-                  command=getattr(args, "argv", None))
+                  command=getattr(args, "argv", None), preset=getattr(args, "preset", None))
     except tune.TrialsFailed as exc:  # the study is fine and kept; this run's trials all failed
         print(f"rlkit: error: {_one_line(exc)}", file=sys.stderr)
         return 1

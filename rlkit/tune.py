@@ -447,6 +447,7 @@ class TuneSpec:
     warmup_steps: int
     train_fn: str = "rlkit.training:train"  # "module:function"; tests put a stand-in here
     objective: str | None = None  # with stop_at_return: "steps" (default) or "time"; None without it
+    preset: str | None = None  # trials start from the yaml entry <env>@<preset> (`train --preset`)
 
     @property
     def seed(self) -> int:
@@ -515,6 +516,8 @@ def _train_command(spec: TuneSpec, sets: dict, run_dir: Path, seed: int) -> list
            "--final-eval-episodes", str(spec.final_eval_episodes), "--run-dir", str(run_dir)]
     if spec.stop_at_return is not None:
         cmd += ["--stop-at-return", f"{spec.stop_at_return:g}"]
+    if spec.preset is not None:
+        cmd += ["--preset", spec.preset]
     for package in spec.env_packages:
         cmd += ["--env-package", package]
     if sets:
@@ -640,7 +643,7 @@ class TuneWorker:
                   eval_every=spec.eval_every, eval_episodes=spec.eval_episodes, stop_at_return=spec.stop_at_return,
                   final_eval_episodes=spec.final_eval_episodes, progress=False, quiet=True,
                   command=_train_command(spec, sets, path, seed), env_packages=list(spec.env_packages) or None,
-                  on_step=on_step, on_eval=on_eval)
+                  on_step=on_step, on_eval=on_eval, **({"preset": spec.preset} if spec.preset else {}))
         except Terminated:
             if self._spawned:  # stopped by the driver: the run is committed; end without a traceback
                 raise SystemExit(143) from None
@@ -755,12 +758,13 @@ def _study_settings(spec: TuneSpec) -> dict:
     (``seed``, the first seed, is kept for studies made before ``--seeds``; ``seeds`` is what is checked.)"""
     return {"algo": spec.algo, "env": spec.env, "steps": spec.steps, "seed": spec.seed,
             "seeds": [int(s) for s in spec.seeds], "stop_at_return": spec.stop_at_return,
-            "objective": spec.objective, "eval_every": spec.eval_every,
+            "objective": spec.objective, "preset": spec.preset, "eval_every": spec.eval_every,
             "eval_episodes": spec.eval_episodes, "final_eval_episodes": spec.final_eval_episodes}
 
 
 FLAGS = {"algo": "--algo", "env": "--env", "steps": "--steps", "seeds": "--seeds",
-         "stop_at_return": "--stop-at-return", "objective": "--objective", "eval_every": "--eval-every",
+         "stop_at_return": "--stop-at-return", "objective": "--objective", "preset": "--preset",
+         "eval_every": "--eval-every",
          "eval_episodes": "--eval-episodes", "final_eval_episodes": "--final-eval-episodes"}
 
 
@@ -861,7 +865,7 @@ def tune(algo: str, env: str, trials: int, *, timeout: float | None = None, jobs
          stop_at_return: float | None = None, objective: str | None = None, eval_every: int = 10_000,
          eval_episodes: int = 10, final_eval_episodes: int | None = None, startup_trials: int = 5,
          warmup_steps: int | None = None, env_packages: list[str] | None = None, command: list[str] | None = None,
-         train_fn: str = "rlkit.training:train", out=None) -> dict:
+         train_fn: str = "rlkit.training:train", preset: str | None = None, out=None) -> dict:
     """Run ``trials`` more trials of the study (created, or continued), then write best.yaml, the charts
     and trials.csv and print the summary. Everything is checked before anything is written. ``seeds``:
     every trial trains each (its value the median over them); ``seed`` S is ``seeds`` [S] (default 0).
@@ -905,8 +909,8 @@ def tune(algo: str, env: str, trials: int, *, timeout: float | None = None, jobs
         raise UsageError(f"--study '{study}' must be letters, digits, '.', '_' or '-' (it names a folder), "
                          f"at most 100 characters")
     cls = registry.load_algo(algo)
-    cfg, env_kwargs = configlib.resolve(cls.Config, algo, env_id, None, {})
-    base = configlib.yaml_entry(algo, env_id)
+    cfg, env_kwargs = configlib.resolve(cls.Config, algo, env_id, None, {}, preset=preset)
+    base = configlib.yaml_entry(algo, env_id, preset=preset)
     check_env_for(cls, algo, env_id, env_kwargs)
     params = load_space(algo, cls.Config, base, Path(space) if space is not None else None)
     budget = int(steps if steps is not None else getattr(cfg, "n_timesteps", 0) or 100_000)
@@ -917,17 +921,18 @@ def tune(algo: str, env: str, trials: int, *, timeout: float | None = None, jobs
     root = Path(runs_root)
     runs.check_creatable(root, "--runs-root")
     env_dir = root / "tune" / runs.env_dirname(env_id)
-    folder = (env_dir / (study or algo)).absolute()
+    name = algo if preset is None else f"{algo}@{preset}"  # a preset's study is a study of its own
+    folder = (env_dir / (study or name)).absolute()
     runs.check_creatable(folder, "--runs-root", shown=root)
-    study_name = study or f"{algo}-{runs.env_dirname(env_id)}"
-    url, shown, sqlite = check_storage(storage or f"sqlite:///{(env_dir / f'{algo}.db').absolute()}")
+    study_name = study or f"{name}-{runs.env_dirname(env_id)}"
+    url, shown, sqlite = check_storage(storage or f"sqlite:///{(env_dir / f'{name}.db').absolute()}")
     spec = TuneSpec(algo=algo, env=env_id, env_packages=tuple(packages), storage=url, study=study_name,
                     folder=str(folder), steps=budget, seeds=tuple(seeds), eval_every=int(eval_every),
                     eval_episodes=int(eval_episodes),
                     stop_at_return=None if stop_at_return is None else float(stop_at_return),
                     final_eval_episodes=int(final_eval_episodes), pruner=pruner, startup_trials=int(startup_trials),
                     warmup_steps=int(budget // 3 if warmup_steps is None else warmup_steps), train_fn=train_fn,
-                    objective=objective)
+                    objective=objective, preset=preset)
     existed = _check_existing_study(url, shown, sqlite, spec, params)
 
     # --- the workers first (a Ray address that does not answer is still a usage error), then the files
@@ -1208,7 +1213,9 @@ def _table(complete: list, study, spec: TuneSpec, top: int = 5) -> str:
 
 def _reproduce(spec: TuneSpec, best_yaml: Path) -> list[str]:
     seeds = ["--seeds", *map(str, spec.seeds)] if len(spec.seeds) > 1 else ["--seed", str(spec.seed)]
-    cmd = ["rlkit", "train", "--algo", spec.algo, "--env", spec.env, "--config", _rel(best_yaml), *seeds,
+    # With a preset, best.yaml goes on top of the preset's entry (as in the trials), not the env's own.
+    preset = ["--preset", spec.preset] if spec.preset is not None else []
+    cmd = ["rlkit", "train", "--algo", spec.algo, "--env", spec.env, *preset, "--config", _rel(best_yaml), *seeds,
            "--eval-every", str(spec.eval_every), "--eval-episodes", str(spec.eval_episodes)]
     if spec.stop_at_return is not None:
         cmd += ["--stop-at-return", f"{spec.stop_at_return:g}"]

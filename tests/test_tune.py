@@ -493,3 +493,24 @@ def test_ray_backend_runs_trials_on_ray_actors(tmp_path, monkeypatch, ray_sessio
     trials = _trials(tmp_path / "runs" / "tune" / "CartPole-v1" / "ppo.db", "ppo-CartPole-v1")
     assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE"] and result["counts"]["complete"] == 2
     assert os.getpid() not in {t.user_attrs["pid"] for t in trials}
+
+
+def test_tune_preset_starts_trials_from_the_preset_entry_in_a_study_of_its_own(tmp_path, monkeypatch, capsys):
+    from rlkit import config
+    from rlkit.errors import UsageError
+
+    folder = tmp_path / "hyperparams"
+    folder.mkdir()
+    (folder / "ppo.yaml").write_text("default: {n_envs: 8, n_steps: 64}\nCartPole-v1: {n_steps: 32, gamma: 0.98}\n"
+                                     "CartPole-v1@fast: {n_envs: 32, n_steps: 16}\n")
+    monkeypatch.setattr(config, "HYPERPARAMS_DIR", folder)
+    result = _fake_study(tmp_path, monkeypatch, 1, {}, preset="fast", stop_at_return=300)
+    assert result["folder"].name == "ppo@fast" and result["study"] == "ppo@fast-CartPole-v1"
+    (trial,) = _trials(tmp_path / "runs" / "tune" / "CartPole-v1" / "ppo@fast.db", result["study"])
+    cfg = trial.user_attrs["config"]
+    assert cfg["n_envs"] == 32 and cfg["n_steps"] == 16 and "gamma" not in cfg  # the preset, not the env's entry
+    best = (result["folder"] / "best.yaml").read_text()
+    assert "--preset fast --config" in best  # best.yaml goes on top of the preset's entry
+    with pytest.raises(UsageError, match="no preset 'slow'"):
+        _fake_study(tmp_path, monkeypatch, 1, {}, preset="slow", stop_at_return=300)
+    assert not (tmp_path / "runs" / "tune" / "CartPole-v1" / "ppo@slow").exists()
