@@ -70,6 +70,7 @@ class Config:
     frame_stack: int = 1              # > 1: stack the last k observations (velocity from pixels)
     train_time_limit: int | None = None  # TimeLimit of training episodes only (see rlkit.environments.EnvFactory)
     cnn: str = "nature"               # torso for pixel observations: nature | compact (rlkit.networks.CNNS)
+    async_envs: bool = False          # one process per env copy (AsyncVectorEnv): for slow steps such as Box2D's
 
     def validate(self) -> None:
         check_common_options(self)

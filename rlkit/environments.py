@@ -2,15 +2,17 @@
 
 One place decides the autoreset mode (NEXT_STEP, stated explicitly, docs/architecture.md §3),
 the vectorisation (an env's native ``vector_entry_point`` when it has one, envs.classic_vector for
-Acrobot, MountainCar, MountainCarContinuous and Pendulum, else Sync),
-episode statistics and seeding.
+Acrobot, MountainCar, MountainCarContinuous and Pendulum, else Sync, or Async with one process per
+copy when asked: ``async_envs``), episode statistics and seeding.
 """
 
 from __future__ import annotations
 
 import enum
+import functools
 import os
 import random
+import signal
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -65,7 +67,8 @@ def native_vector_enabled(native: bool | None = None) -> bool:
 
 
 def make_vec_env(env_id: str, n_envs: int, seed: int | None = None, env_kwargs: dict | None = None,
-                 record_stats: bool = True, frame_stack: int = 1, native: bool | None = None) -> gym.vector.VectorEnv:
+                 record_stats: bool = True, frame_stack: int = 1, native: bool | None = None,
+                 async_envs: bool = False) -> gym.vector.VectorEnv:
     """A vector env in NEXT_STEP autoreset mode, with RecordEpisodeStatistics, reset with ``seed``.
 
     ``frame_stack`` > 1 concatenates the last k observations (rlkit.framestack).
@@ -77,15 +80,33 @@ def make_vec_env(env_id: str, n_envs: int, seed: int | None = None, env_kwargs: 
     numpy vector envs (step for step identical to SyncVectorEnv); ``native=False``, or
     RLKIT_NATIVE_VECTOR=0 when ``native`` is None, builds SyncVectorEnv for them instead
     (``native_vector_enabled``). Ids with a ``vector_entry_point`` of their own are not affected.
+
+    ``async_envs``: Gymnasium's AsyncVectorEnv instead of SyncVectorEnv, one spawn process per copy
+    (Gymnasium 1.2 runs exactly one copy per process), observations through shared memory; the same
+    observations, rewards, terminations and truncations as SyncVectorEnv for the same seed and
+    actions (tests/test_env_processes.py). Each step costs this process a pipe round trip per copy
+    (tens of µs, more on a busy machine), so it pays only for envs whose step costs far more, with
+    a core per copy: Box2D's LunarLander, BipedalWalker, CarRacing (bench/env_throughput.py --processes).
+    Ids with a vector env of their own (above) step every copy at once in numpy and refuse it
+    (UsageError). The processes end with ``close()``, and with this process if it dies
+    (rlkit.workers' parent watch); Ctrl-C is left to this process, which closes them.
     """
     spec = gym.spec(env_id)
     kwargs = dict(env_kwargs or {})
+    if async_envs and (spec.vector_entry_point is not None or
+                       (spec.id in envs.CLASSIC_VECTOR_IDS and native_vector_enabled(native))):
+        from rlkit.errors import UsageError
+
+        raise UsageError(f"async_envs: {env_id} has a numpy vector env that steps every copy at once; processes "
+                         "per copy would only add their pipes (leave async_envs false)")
     if spec.vector_entry_point is not None:
         venv = gym.make_vec(env_id, num_envs=n_envs, vectorization_mode="vector_entry_point", **kwargs)
     elif spec.id in envs.CLASSIC_VECTOR_IDS and native_vector_enabled(native):
         from envs.classic_vector import make_vector
 
         venv = make_vector(spec.id, n_envs, **kwargs)
+    elif async_envs:
+        venv = async_vector_env(env_id, n_envs, kwargs)
     else:
         venv = gym.vector.SyncVectorEnv(
             [lambda: gym.make(env_id, **kwargs) for _ in range(n_envs)], autoreset_mode=AUTORESET)
@@ -104,6 +125,70 @@ def make_vec_env(env_id: str, n_envs: int, seed: int | None = None, env_kwargs: 
     return venv
 
 
+def async_vector_env(env_id: str, n_envs: int, env_kwargs: dict | None = None) -> gym.vector.AsyncVectorEnv:
+    """AsyncVectorEnv of ``n_envs`` copies of ``gym.make(env_id, **env_kwargs)`` (each under ``CopyState``),
+    NEXT_STEP autoreset, shared memory; what ``make_vec_env(..., async_envs=True)`` wraps."""
+    # spawn, as rlkit.workers: the learner holds torch's threads (and maybe CUDA), which a fork
+    # does not carry over. Each copy is built from the spec, so a child needs no registry entry.
+    make_copy = functools.partial(_make_process_copy, gym.spec(env_id), dict(env_kwargs or {}), os.getpid())
+    return gym.vector.AsyncVectorEnv([make_copy] * n_envs, shared_memory=True, context="spawn",
+                                     autoreset_mode=AUTORESET)
+
+
+def _make_process_copy(spec, kwargs: dict, creator_pid: int) -> gym.Env:
+    """One copy of an AsyncVectorEnv, as SyncVectorEnv's ``gym.make(env_id, **kwargs)``, under ``CopyState``.
+    AsyncVectorEnv also builds one in the creating process (for the spaces): only a copy in a
+    process of its own ends with its parent and leaves Ctrl-C to it (which then closes the copies)."""
+    if os.getpid() != creator_pid:
+        from rlkit.workers import _end_with_parent
+
+        _end_with_parent()
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    return CopyState(gym.make(spec, **kwargs))
+
+
+class CopyState(gym.Wrapper):
+    """The outermost wrapper of each AsyncVectorEnv copy: its plain-data state for a checkpoint.
+
+    AsyncVectorEnv's worker keeps the NEXT_STEP autoreset flag in a local variable; ``ended`` is the
+    same flag, kept here so that it is saved with the env. A fresh worker's flag is False, so a copy
+    restored with ``ended`` set makes the reset step itself: on the next ``step`` it resets and
+    returns reward 0, not terminated, not truncated, as the worker would have.
+    ``plain_state()`` (via ``AsyncVectorEnv.call``) and ``restore_state`` (via ``set_attr``) move the
+    state as numpy arrays, so the copies never import torch."""
+
+    def __init__(self, env: gym.Env):
+        super().__init__(env)
+        self.ended = False
+
+    def reset(self, **kwargs):
+        self.ended = False
+        return self.env.reset(**kwargs)
+
+    def step(self, action):
+        if self.ended:  # only after a restore: a live worker resets an ended copy itself
+            obs, info = self.reset()
+            return obs, 0.0, False, False, info
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        self.ended = bool(terminated or truncated)
+        return obs, reward, terminated, truncated, info
+
+    def plain_state(self) -> dict | None:
+        """``env_state`` of this copy with numpy arrays, or None when it is not plain data."""
+        try:
+            return _state_tree(self, set())
+        except NotPlainData:
+            return None
+
+    @property
+    def restore_state(self) -> None:  # set-only; AsyncVectorEnv.set_attr needs the name to exist
+        return None
+
+    @restore_state.setter
+    def restore_state(self, state: dict) -> None:
+        load_env_state(self, state)
+
+
 @dataclass(frozen=True)
 class EnvFactory:
     """How to build the training env. Every process that collects experience (the learner, a
@@ -118,6 +203,7 @@ class EnvFactory:
     env_kwargs: dict = field(default_factory=dict)
     frame_stack: int = 1
     train_time_limit: int | None = None
+    async_envs: bool = False  # one process per copy (make_vec_env); evaluation stays in-process
 
     def make(self, n_envs: int, seed: int | None = None) -> gym.vector.VectorEnv:
         """``n_envs`` copies; copy i is seeded ``seed + i`` (a worker of rank r passes seed + r * n_envs).
@@ -128,7 +214,8 @@ class EnvFactory:
         kwargs = dict(self.env_kwargs)
         if self.train_time_limit is not None:
             kwargs["max_episode_steps"] = self.train_time_limit
-        venv = make_vec_env(self.env_id, n_envs, seed=seed, env_kwargs=kwargs, frame_stack=self.frame_stack)
+        venv = make_vec_env(self.env_id, n_envs, seed=seed, env_kwargs=kwargs, frame_stack=self.frame_stack,
+                            async_envs=self.async_envs)
         if needs_flattening(venv.single_observation_space):
             venv = FlattenObservations(venv)
         return venv
@@ -216,8 +303,6 @@ def _is_stateful_object(value) -> bool:
 
 
 def _pack(value, seen: set):
-    import torch
-
     module = getattr(type(value), "__module__", None) or ""  # some SWIG types have none
     if module.split(".")[0] in _ENGINES:
         raise NotPlainData(f"{module}.{type(value).__name__}")
@@ -230,7 +315,7 @@ def _pack(value, seen: set):
     if isinstance(value, np.ndarray):
         if value.dtype.kind not in "biufc":  # objects, records: not plain numbers
             return _SKIP
-        return {"__array__": torch.from_numpy(np.ascontiguousarray(value).copy()), "scalar": value.ndim == 0}
+        return {"__array__": np.ascontiguousarray(value).copy(), "scalar": value.ndim == 0}
     if isinstance(value, np.random.Generator):
         return {"__generator__": value.bit_generator.state}
     if isinstance(value, (list, tuple, deque)):
@@ -240,14 +325,46 @@ def _pack(value, seen: set):
         kind = "deque" if isinstance(value, deque) else type(value).__name__
         return {"__seq__": items, "kind": kind, "maxlen": getattr(value, "maxlen", None)}
     if _is_stateful_object(value):
-        return {"__object__": env_state(value, seen)}
+        return {"__object__": _state_tree(value, seen)}
     return _SKIP
 
 
-def env_state(obj, seen: set | None = None) -> dict:
-    """The plain-data state of an env (or vector env, or wrapper chain), weights-only loadable.
-    Raises NotPlainData for an env whose state is not all plain data (see ``_ENGINES``)."""
-    seen = set() if seen is None else seen
+def env_state(obj) -> dict:
+    """The plain-data state of an env (or vector env, or wrapper chain), weights-only loadable
+    (arrays as torch tensors). Raises NotPlainData for an env whose state is not all plain data
+    (see ``_ENGINES``). An AsyncVectorEnv's copies give theirs from their processes (``CopyState``)."""
+    return _map_arrays(_state_tree(obj, set()), _to_tensor)
+
+
+def _to_tensor(array: np.ndarray):
+    import torch
+
+    return torch.from_numpy(array)
+
+
+def _to_numpy(array) -> np.ndarray:
+    return array if isinstance(array, np.ndarray) else array.numpy()
+
+
+def _map_arrays(tree, convert):
+    """``tree`` with every packed array (``{"__array__": a}``) passed through ``convert``."""
+    if isinstance(tree, dict):
+        return {k: convert(v) if k == "__array__" else _map_arrays(v, convert) for k, v in tree.items()}
+    if isinstance(tree, list):
+        return [_map_arrays(v, convert) for v in tree]
+    return tree
+
+
+def _state_tree(obj, seen: set) -> dict:
+    """``env_state`` with numpy arrays."""
+    if isinstance(obj, gym.vector.AsyncVectorEnv):
+        # Its copies live in other processes; its own attributes are pipes and the shared-memory
+        # observations, which the rollout keeps (and which must stay the shared buffer).
+        copies = obj.call("plain_state")
+        if any(c is None for c in copies):
+            spec = getattr(obj, "spec", None)
+            raise NotPlainData(f"a copy of {spec.id if spec is not None else 'the env'} in its process")
+        return {"__copies__": list(copies)}
     if id(obj) in seen:  # an object that refers back to its env: not a tree of plain data
         raise NotPlainData(f"a reference cycle through {type(obj).__name__}")
     seen.add(id(obj))
@@ -265,7 +382,7 @@ def _unpack(packed, current):
     if not isinstance(packed, dict):
         return packed
     if "__array__" in packed:
-        array = packed["__array__"].numpy().copy()
+        array = _to_numpy(packed["__array__"]).copy()
         return array[()] if packed["scalar"] else array
     if "__generator__" in packed:
         state = packed["__generator__"]
@@ -288,6 +405,12 @@ def _unpack(packed, current):
 def load_env_state(obj, state: dict) -> None:
     """Put back what ``env_state`` took, into an env built the same way. Only attributes the
     fresh env already has are set, so a file cannot add any."""
+    if isinstance(obj, gym.vector.AsyncVectorEnv):
+        copies = state.get("__copies__")
+        if not isinstance(copies, list) or len(copies) != obj.num_envs:
+            raise ValueError("not an env state")
+        obj.set_attr("restore_state", [_map_arrays(c, _to_numpy) for c in copies])
+        return
     for name, packed in state.items():
         if name in vars(obj):
             setattr(obj, name, _unpack(packed, getattr(obj, name)))

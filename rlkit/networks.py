@@ -269,6 +269,10 @@ class ActorCritic(nn.Module):
         vf = features if self.critic_torso is None else self.critic_torso(obs)
         return dist, self.value(vf).squeeze(-1)
 
+    def actor(self, obs: torch.Tensor):
+        """The action distribution alone: acting (predict, evaluation) needs no value."""
+        return self.head(self.actor_torso(obs))
+
     def get_value(self, obs: torch.Tensor) -> torch.Tensor:
         torso = self.critic_torso or self.actor_torso
         return self.value(torso(obs)).squeeze(-1)

@@ -153,7 +153,11 @@ class Collector:
         self.rollout.resetting = state["resetting"].to(self.rollout.device)
 
     def close(self) -> None:
-        self.env.close()
+        import warnings
+
+        with warnings.catch_warnings():  # async_envs stopped inside a step (Ctrl-C before the first update):
+            warnings.filterwarnings("ignore", "(?s).*while waiting for a pending call")  # close waits for it
+            self.env.close()
 
 
 def vector_env_name(venv) -> str:
@@ -204,7 +208,9 @@ def env_step_seconds(env_factory: EnvFactory, steps: int = 200, budget_s: float 
     """Wall time of one step of one env copy with random actions (for the cheap-env warning).
     ``budget_s``: stop early once the probe has taken that long (an expensive env is clearly not
     cheap after a few steps; the start of a run should not wait for 200 of them)."""
-    venv = env_factory.make(1, seed=0)
+    from dataclasses import replace
+
+    venv = replace(env_factory, async_envs=False).make(1, seed=0)  # the step itself, not a pipe's round trip
     try:
         venv.reset(seed=0)
         venv.action_space.seed(0)
@@ -294,7 +300,7 @@ class OnPolicyParts:
         or a batch as a vector env gives them: flattened as in training (rlkit.spaces.model_input)."""
         obs, single = model_input(self.model.obs_space, obs)
         obs = self.normalizers.normalize_obs(obs)
-        dist, _ = self.model(torch.as_tensor(obs, device=self.device))
+        dist = self.model.actor(torch.as_tensor(obs, device=self.device))
         actions = env_action(dist.mode() if deterministic else dist.sample(), self.action_space)
         return actions[0] if single else actions
 
@@ -322,7 +328,8 @@ def build_parts(env_id: str, env_kwargs: dict, c, *, seed: int, device: str, cri
         seed_everything(seed)
     if c.torch_threads > 0:
         torch.set_num_threads(c.torch_threads)  # tiny MLPs run fastest on one thread
-    factory = EnvFactory(env_id, dict(env_kwargs), c.frame_stack, getattr(c, "train_time_limit", None))
+    factory = EnvFactory(env_id, dict(env_kwargs), c.frame_stack, getattr(c, "train_time_limit", None),
+                         getattr(c, "async_envs", False))
     obs_space, model_obs_space, action_space = factory.spaces()
     # Pixels are scaled to [0, 1] by the CNN instead of normalised.
     norm_obs = c.norm_obs and not is_image_space(model_obs_space)
@@ -372,6 +379,10 @@ def set_backend(agent, backend: str = "local", workers: int | None = None, ray_a
     if agent.config.n_envs % n:
         raise UsageError(f"--workers {n} must divide n_envs ({agent.config.n_envs}): each worker steps "
                          "n_envs / workers copies of the env (set n_envs with --n-envs)")
+    if getattr(agent.config, "async_envs", False) and (backend == "ray" or n > 1):
+        raise UsageError(f"async_envs runs the learner's own env copies in processes of their own; with "
+                         f"--backend {backend} --workers {n} the rollout workers step theirs in parallel already "
+                         "(leave async_envs false, or use one worker on the local backend)")
     if backend == "ray" and ray_address:
         from rlkit.workers import check_reachable
 

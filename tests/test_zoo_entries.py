@@ -47,7 +47,8 @@ VECNORMALIZE_CLIP = 10.0
 ACTIVATIONS = {"Tanh": "tanh", "ReLU": "relu", "GELU": "gelu", "ELU": "elu"}
 # The keys rlkit has and SB3 has not, at the value that behaves as SB3 does (shared: a separate
 # critic torso for an MLP, which None also gives).
-RLKIT_ONLY = {"objective": "discounted", "frame_stack": 1, "train_time_limit": None, "shared": (None, False)}
+RLKIT_ONLY = {"objective": "discounted", "frame_stack": 1, "train_time_limit": None, "shared": (None, False),
+              "async_envs": False}
 IGNORED = {"a3c": ("workers",)}  # A3C's own: how many workers run the Zoo's A2C settings
 PORTS = {"ppo": "sb3-ppo", "actor-critic": "sb3-a2c", "a3c": "sb3-a2c"}
 
