@@ -184,7 +184,9 @@ class TrainingCallback:
                 go_on = False
         if num_timesteps >= self.next_video:
             self.next_video = (num_timesteps // self.video_every + 1) * self.video_every
+            started = time.perf_counter()
             self.record_video(num_timesteps, agent)
+            self.t0 += time.perf_counter() - started  # off the training clock: wall_s means the same with videos
         if self.user_on_step is not None and self.user_on_step(num_timesteps, agent) is False:
             go_on = False
         self.stopped_by_user = self.stopped_by_user or not go_on

@@ -126,3 +126,21 @@ def test_an_env_without_frames_exits_2_before_the_run_starts(tmp_path, capsys):
         gym.registry.pop("rlkit_test/NoFrames-v0", None)
     assert_one_line_error(code, err, "--video-every", "rgb_array")
     assert not (tmp_path / "runs").exists()
+
+
+def test_video_time_is_off_the_training_clock(tmp_path, monkeypatch):
+    """A run's wall_s (and solved_at_s) measure training alone: each of the two videos below costs
+    1.5 s (a stand-in for slow encoding); counted, they would put wall_s above the whole call minus 3 s."""
+    import time
+
+    from rlkit import training
+
+    def slow_video(self, num_timesteps, agent):
+        time.sleep(1.5)  # the cost of a recording, not a wait for anything
+
+    monkeypatch.setattr(training.TrainingCallback, "record_video", slow_video)
+    started = time.perf_counter()
+    run_dir = _train(tmp_path, "ppo", video_every=256)
+    whole = time.perf_counter() - started
+    wall_s = json.loads((run_dir / "run.json").read_text())["wall_s"]
+    assert wall_s <= whole - 3.0, (wall_s, whole)
