@@ -50,11 +50,13 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-THRESHOLDS = {"CartPole-v1": 475.0, "Pendulum-v1": -200.0, "Acrobot-v1": -100.0, "LunarLander-v3": 200.0}
+THRESHOLDS = {"CartPole-v1": 475.0, "Pendulum-v1": -200.0, "Acrobot-v1": -100.0, "LunarLander-v3": 200.0,
+              "MountainCar-v0": -110.0}
 DEFAULT_ALGOS = {"CartPole-v1": ["ppo", "sb3-ppo", "sb3-ppo@bench/sb3_ppo_rlkit_cartpole.yaml"]}
 HELD_OUT_SEEDS = list(range(20, 30))
 # Short names of the config files in bench/, for the table.
-CONFIG_LABELS = {"sb3_ppo_rlkit_cartpole": "rlkit hp", "a3c_one_worker": "1 worker"}
+CONFIG_LABELS = {"sb3_ppo_rlkit_cartpole": "rlkit hp", "a3c_one_worker": "1 worker",
+                 "ppo_cartpole_tuned_seeds0-4": "tuned on 0-4"}
 BASELINE_PREFIXES = ("sb3-", "rllib-")
 UNTUNED = "untuned"  # ALGO@untuned: `train --untuned`, the yaml's default entry without the env's own
 PRESET = "preset:"  # ALGO@preset:NAME: `train --preset NAME`, the yaml's <env>@NAME entry instead of the env's own
