@@ -88,6 +88,23 @@ class Config:
                 raise ValueError(f"{name} must be > 0 or null, got {value}")
 
 
+@torch.no_grad()
+def minibatch_statistics(log_ratios: list, clip_range: float, per_epoch: int) -> tuple[float, float]:
+    """SB3's logged statistics from every minibatch's log-ratio, in a few tensor operations after the
+    update instead of several per minibatch: the mean over the last epoch's minibatches of each one's
+    mean approximate KL ((r - 1) - log r, http://joschu.net/blog/kl-approx.html), and the mean over
+    all minibatches of each one's fraction with |r - 1| > clip_range."""
+    sizes = torch.tensor([len(x) for x in log_ratios], device=log_ratios[0].device)
+    segment = torch.repeat_interleave(torch.arange(len(log_ratios), device=sizes.device), sizes)
+    log_ratio = torch.cat(log_ratios)
+    ratio = log_ratio.exp()
+    per_sample = torch.stack([(ratio - 1) - log_ratio, ((ratio - 1).abs() > clip_range).to(ratio.dtype)])
+    sums = torch.zeros(2, len(log_ratios), dtype=ratio.dtype, device=ratio.device).index_add_(1, segment, per_sample)
+    means = sums / sizes
+    last = len(log_ratios) - (len(log_ratios) % per_epoch or per_epoch)  # the last (maybe partial) epoch
+    return float(means[0, last:].mean()), float(means[1].mean())
+
+
 class PPO:
     algo_name = "ppo"
     Config = Config
@@ -131,50 +148,57 @@ class PPO:
         advantages, returns = advantages.flatten()[valid], returns.flatten()[valid]
 
         n = obs.shape[0]
-        clipfracs, pg_losses, v_losses, entropies = [], [], [], []  # per minibatch, as tensors: no host sync
+        pg_losses, v_losses, entropies = [], [], []  # per minibatch, as tensors: no host sync
+        log_ratios = []  # detached, for the KL and clip-fraction statistics after the loop
+        whole = c.batch_size >= n  # one minibatch holds the rollout: no shuffle, no gathers (the mean is the same)
         stop = False
         for _epoch in range(c.n_epochs):
-            kls = []  # this epoch's, as SB3 logs them
-            perm = torch.randperm(n, device=self.device)
+            perm = None if whole else torch.randperm(n, device=self.device)
             for start in range(0, n, c.batch_size):
-                idx = perm[start:start + c.batch_size]
+                idx = slice(None) if whole else perm[start:start + c.batch_size]
                 dist, values = self.model(obs[idx])
                 logp = dist.log_prob(actions[idx])
                 log_ratio = logp - old_logp[idx]
                 ratio = log_ratio.exp()
-                with torch.no_grad():  # http://joschu.net/blog/kl-approx.html; kept as tensors: no host sync
-                    kls.append(((ratio - 1) - log_ratio).mean())
-                    clipfracs.append(((ratio - 1).abs() > c.clip_range).float().mean())
+                log_ratios.append(log_ratio.detach())
                 adv = advantages[idx]
-                if c.normalize_advantage and len(idx) > 1:
+                if c.normalize_advantage and adv.shape[0] > 1:
                     adv = (adv - adv.mean()) / (adv.std() + 1e-8)
                 pg_loss = torch.max(-adv * ratio, -adv * ratio.clamp(1 - c.clip_range, 1 + c.clip_range)).mean()
                 if c.clip_range_vf is not None:  # SB3's: the clipped prediction alone, not max(clipped, unclipped)
                     values = old_values[idx] + (values - old_values[idx]).clamp(-c.clip_range_vf, c.clip_range_vf)
                 v_loss = ((values - returns[idx]) ** 2).mean()
-                entropy = dist.entropy().mean()
-                loss = pg_loss + c.vf_coef * v_loss - c.ent_coef * entropy
+                loss = pg_loss + c.vf_coef * v_loss
+                if c.ent_coef:
+                    entropy = dist.entropy().mean()
+                    loss = loss - c.ent_coef * entropy
+                else:  # logged only: no backward pass through it
+                    with torch.no_grad():
+                        entropy = dist.entropy().mean()
                 pg_losses.append(pg_loss.detach())
                 v_losses.append(v_loss.detach())
                 entropies.append(entropy.detach())
                 # SB3's early stop: checked per minibatch, before its step, which is then not taken
-                if c.target_kl is not None and float(kls[-1]) > 1.5 * c.target_kl:
-                    stop = True
-                    break
+                if c.target_kl is not None:
+                    with torch.no_grad():  # http://joschu.net/blog/kl-approx.html
+                        kl = float(((ratio - 1) - log_ratio).mean())
+                    if kl > 1.5 * c.target_kl:
+                        stop = True
+                        break
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(self.params, c.max_grad_norm, foreach=True)
                 self.optimizer.step()
             if stop:
                 break
+        kl, clipfrac = minibatch_statistics(log_ratios, c.clip_range, -(-n // c.batch_size))
         var_y = returns.var()
         explained = float(1 - (returns - old_values).var() / var_y) if var_y > 0 else float("nan")
         # SB3's tags and values: the losses' means over every minibatch, the last epoch's mean KL
         return {"train/loss": loss.item(), "train/policy_gradient_loss": float(torch.stack(pg_losses).mean()),
                 "train/value_loss": float(torch.stack(v_losses).mean()),
                 "train/entropy_loss": -float(torch.stack(entropies).mean()),
-                "train/approx_kl": float(torch.stack(kls).mean()),
-                "train/clip_fraction": float(torch.stack(clipfracs).mean()),
+                "train/approx_kl": kl, "train/clip_fraction": clipfrac,
                 "train/explained_variance": explained, "train/average_reward": self.avg_reward}
 
     # --- the agent protocol --------------------------------------------------------------
