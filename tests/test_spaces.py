@@ -299,15 +299,18 @@ def test_ppo_learns_frozen_lake_to_its_optimum():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("cls, cfg, kwargs", [
-    (Reinforce, dict(n_envs=4, n_steps=128, learning_rate=3e-3, ent_coef=0.01), {}),
-    (ActorCritic, dict(n_envs=8, n_steps=16, learning_rate=3e-3, optimizer="adam", ent_coef=0.01), {}),
-    (A3C, dict(n_envs=2, n_steps=16, learning_rate=3e-3, optimizer="adam", ent_coef=0.01), {"workers": 2}),
+# A3C's two Hogwild workers interleave their updates as the OS schedules them, so its run is not
+# reproducible: 20k steps failed once in a full `make test` (greedy return 0.0), never alone in 10
+# tries, loaded or not; it gets twice the budget.
+@pytest.mark.parametrize("cls, cfg, kwargs, steps", [
+    (Reinforce, dict(n_envs=4, n_steps=128, learning_rate=3e-3, ent_coef=0.01), {}, 20_000),
+    (ActorCritic, dict(n_envs=8, n_steps=16, learning_rate=3e-3, optimizer="adam", ent_coef=0.01), {}, 20_000),
+    (A3C, dict(n_envs=2, n_steps=16, learning_rate=3e-3, optimizer="adam", ent_coef=0.01), {"workers": 2}, 40_000),
 ], ids=["reinforce", "actor-critic", "a3c"])
-def test_the_other_agents_learn_frozen_lake(cls, cfg, kwargs):
+def test_the_other_agents_learn_frozen_lake(cls, cfg, kwargs, steps):
     agent = cls("FrozenLake-v1", cls.Config(**cfg), seed=0, device="cpu", env_kwargs=LAKE, **kwargs)
     try:
-        agent.learn(20_000)
+        agent.learn(steps)
         result = evaluate(agent, "FrozenLake-v1", episodes=10, env_kwargs=LAKE)
     finally:
         agent.close()
