@@ -51,6 +51,7 @@ import hashlib
 import json
 import os
 import platform
+import re
 import shutil
 import signal
 import subprocess
@@ -355,19 +356,24 @@ def summarize_row(rs: list[dict], algo: str, env: str) -> dict:
             "walls": {r["seed"]: r["wall_s"] for r in rs}}
 
 
-def table(results: list[dict], jobs: list[dict], n_boot: int = 10_000) -> tuple[str, list[str]]:
-    """(markdown table, sentences naming each row below the Zoo figure) over the planned runs in ``results``."""
+def rows_of(results: list[dict], jobs: list[dict]) -> dict[tuple[str, str], dict]:
+    """(env, label) -> that row's planned runs in ``results`` and their summary, in suite order:
+    env by env, then the algorithms as SUITE lists them."""
     wanted = {key(j) for j in jobs}
     chosen = [r for r in results if key(r) in wanted]
-    # rows in suite order: env by env, then the algorithms as SUITE lists them
     labels = list(dict.fromkeys(j["label"] for j in sorted(jobs, key=lambda j: list(SUITE).index(j["algo"]))))
-    rows: dict[tuple[str, str], dict] = {}  # (env, label) -> row
+    rows: dict[tuple[str, str], dict] = {}
     for env in ENVS:
         for label in labels:
             rs = sorted((r for r in chosen if r["env"] == env and r["label"] == label), key=lambda r: r["seed"])
             if rs:
                 rows[env, label] = {"runs": rs, **summarize_row(rs, rs[0]["algo"], env)}
+    return rows
 
+
+def table(results: list[dict], jobs: list[dict], n_boot: int = 10_000) -> tuple[str, list[str]]:
+    """(markdown table, sentences naming each row below the Zoo figure) over the planned runs in ``results``."""
+    rows = rows_of(results, jobs)
     lines = ["| env | algo | budget | final return, mean ± std | median (n) | RL Zoo figure | gap | reached Zoo "
              "| median steps to Zoo | median time to Zoo | median wall time | wall time / SB3 [95% CI] |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -406,6 +412,71 @@ def table(results: list[dict], jobs: list[dict], n_boot: int = 10_000) -> tuple[
     return "\n".join(lines), misses
 
 
+# ---------------------------------------------------------------------------------------------
+# rlkit against SB3 at the same settings, paired by seed
+#
+# ppo and actor-critic port the Zoo's entries of sb3-ppo and sb3-a2c key by key
+# (tests/test_zoo_entries.py), so their final returns can be compared run for run. a3c and
+# reinforce are other algorithms held to A2C's figure: they get no verdict.
+
+EQUAL_SETTINGS = {"ppo": "sb3-ppo", "actor-critic": "sb3-a2c"}
+
+
+def iqm(x) -> float:
+    """Interquartile mean: the mean of the middle half of the runs (rliable's aggregate); scipy's
+    trim_mean cuts a quarter from each end."""
+    from scipy.stats import trim_mean
+    return float(trim_mean(np.asarray(x, dtype=float), 0.25))
+
+
+def paired_difference(a, b, n_boot: int = 10_000, seed: int = 0) -> tuple[float, float, float]:
+    """mean(a - b) and its 95% percentile-bootstrap interval; a[i] and b[i] are one seed, resampled together."""
+    d = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
+    idx = np.random.default_rng(seed).integers(0, len(d), size=(n_boot, len(d)))
+    lo, hi = np.percentile(d[idx].mean(axis=1), [2.5, 97.5])
+    return float(d.mean()), float(lo), float(hi)
+
+
+def probability_of_improvement(a, b) -> float:
+    """P(X > Y) + P(X = Y) / 2 for X a run of ``a`` and Y a run of ``b``: rliable's probability of
+    improvement (the Mann-Whitney U statistic over len(a) * len(b)). 0.5: neither is ahead."""
+    a, b = np.asarray(a, dtype=float)[:, None], np.asarray(b, dtype=float)[None, :]
+    return float((a > b).mean() + 0.5 * (a == b).mean())
+
+
+def verdict(lo: float, hi: float) -> str:
+    """"better" or "worse" where the interval of the difference excludes 0, else "equal"."""
+    return "better" if lo > 0 else "worse" if hi < 0 else "equal"
+
+
+def paired_table(results: list[dict], jobs: list[dict], n_boot: int = 10_000) -> tuple[str, list[dict]]:
+    """(markdown table, one dict per compared row) of every ppo / actor-critic row against its SB3
+    row on the seeds both finished."""
+    rows = rows_of(results, jobs)
+    lines = ["| env | rlkit | SB3 | seeds | IQM rlkit | IQM SB3 | rlkit − SB3, mean [95% CI] | "
+             "P(rlkit > SB3) | verdict |", "|---|---|---|---|---|---|---|---|---|"]
+    out = []
+    for (env, label), row in rows.items():
+        base = rows.get((env, EQUAL_SETTINGS.get(label, "")))  # plain rows only: ALGO@CONFIG has its own label
+        if base is None:
+            continue
+        ours = {r["seed"]: r["final"] for r in row["runs"] if r["final"] is not None}
+        theirs = {r["seed"]: r["final"] for r in base["runs"] if r["final"] is not None}
+        seeds = sorted(ours.keys() & theirs.keys())
+        if len(seeds) < 2:
+            continue
+        a, b = [ours[s] for s in seeds], [theirs[s] for s in seeds]
+        mean, lo, hi = paired_difference(a, b, n_boot)
+        cmp = {"env": env, "label": label, "baseline": EQUAL_SETTINGS[label], "seeds": seeds, "iqm": iqm(a),
+               "iqm_baseline": iqm(b), "difference": (mean, lo, hi), "p_improvement": probability_of_improvement(a, b),
+               "verdict": verdict(lo, hi)}
+        out.append(cmp)
+        lines.append(f"| {env} | {label} | {cmp['baseline']} | {len(seeds)} | {cmp['iqm']:.1f} | "
+                     f"{cmp['iqm_baseline']:.1f} | {mean:+.1f} [{lo:+.1f}, {hi:+.1f}] | "
+                     f"{cmp['p_improvement']:.2f} | {cmp['verdict']} |")
+    return "\n".join(lines), out
+
+
 def render(results: list[dict], jobs: list[dict], args, command: str) -> str:
     """The markdown of the docs section: how it was made, the table and the misses in words."""
     tbl, misses = table(results, jobs, args.bootstrap)
@@ -437,21 +508,40 @@ def render(results: list[dict], jobs: list[dict], args, command: str) -> str:
         out += ["Below the RL Zoo figure (median final return):", ""] + [f"- {m}" for m in misses]
     else:
         out += ["No row is below its RL Zoo figure."] if have else []
+    paired, compared = paired_table(results, jobs, args.bootstrap)
+    if compared:
+        out += ["", "rlkit against SB3 at the same settings, paired by seed (the final returns above, on the "
+                "seeds both rows finished). IQM: interquartile mean over seeds. The difference: mean over "
+                "seeds of rlkit's final return minus SB3's, with a 95% paired bootstrap interval (seeds "
+                "resampled together). P(rlkit > SB3): the probability that a run of rlkit scores above a run "
+                "of SB3, ties counted half (rliable's probability of improvement). Verdict: \"better\" or "
+                "\"worse\" where the interval excludes 0, else \"equal\" (no difference these seeds can show).",
+                "", paired]
     return "\n".join(out).rstrip() + "\n"
 
 
-def write_docs(path: Path, section: str) -> None:
-    """Replace the suite's marked section of ``path`` (appended, or the file created, if missing)."""
-    block = f"{BEGIN}\n## Standard suite (bench/suite.py)\n\n{section}{END}\n"
+def markers(title: str | None) -> tuple[str, str, str]:
+    """(begin, end, heading) of a docs section: the suite's own, or one titled ``title`` (--section)."""
+    if not title:
+        return BEGIN, END, "## Standard suite (bench/suite.py)"
+    slug = re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-")
+    return f"<!-- suite:{slug}:begin -->", f"<!-- suite:{slug}:end -->", f"## {title} (bench/suite.py)"
+
+
+def write_docs(path: Path, section: str, title: str | None = None) -> None:
+    """Replace the marked section of ``path`` (appended, or the file created, if missing): the suite's,
+    or the one titled ``title``."""
+    begin, end_mark, heading = markers(title)
+    block = f"{begin}\n{heading}\n\n{section}{end_mark}\n"
     if not path.is_file():
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("# Benchmarks\n\nTables written by the scripts in bench/; each marked section belongs "
                         "to the script that writes it.\n\n" + block)
         return
     text = path.read_text()
-    start, end = text.find(BEGIN), text.find(END)
+    start, end = text.find(begin), text.find(end_mark)
     if start != -1 and end > start:
-        text = text[:start] + block + text[end + len(END):].lstrip("\n")
+        text = text[:start] + block + text[end + len(end_mark):].lstrip("\n")
     else:
         text = text.rstrip("\n") + "\n\n" + block
     path.write_text(text)
@@ -463,9 +553,9 @@ def shown_command(argv: list[str]) -> str:
     for a in argv:
         if skip:
             skip = False
-        elif a == "--docs":
+        elif a in ("--docs", "--section"):
             skip = True
-        elif a not in ("--table-only", "--write-docs") and not a.startswith("--docs="):
+        elif a not in ("--table-only", "--write-docs") and not a.startswith(("--docs=", "--section=")):
             out.append(a)
     return " ".join(["python bench/suite.py", *out])
 
@@ -498,6 +588,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--table-only", action="store_true", help="no training: the table from the results file")
     p.add_argument("--write-docs", action="store_true", help="write the table into the suite section of --docs")
     p.add_argument("--docs", default="docs/benchmarks.md", help="(default: docs/benchmarks.md)")
+    p.add_argument("--section", metavar="TITLE", default=None,
+                   help="with --write-docs: write a section of this title of its own instead of the suite's "
+                        "(a selection, e.g. 10 seeds on the cheap envs, beside the whole suite's table)")
     p.add_argument("--bootstrap", type=int, default=10_000, help="bootstrap resamples of the wall-time ratios")
     return p
 
@@ -557,7 +650,7 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(section, end="")
     if args.write_docs:
-        write_docs(Path(args.docs), section)
+        write_docs(Path(args.docs), section, args.section)
         print(f"\nwrote the suite section of {args.docs}")
     if failed:
         print(f"bench/suite.py: {failed} run(s) failed (above); a rerun tries them again", file=sys.stderr)

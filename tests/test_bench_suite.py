@@ -202,6 +202,53 @@ def test_write_docs_replaces_only_its_section(suite, tmp_path):
         "python bench/suite.py --seeds 20"
 
 
+def test_paired_statistics_iqm_bootstrap_interval_and_probability_of_improvement(suite):
+    assert suite.iqm([1, 2, 3, 4, 5, 6, 7, 100]) == pytest.approx(4.5)  # the middle half: 3 4 5 6
+    # the same gap on every seed: the interval is that gap, whatever the resample
+    assert suite.paired_difference([10, 20, 35], [12, 22, 37], n_boot=500) == pytest.approx((-2.0, -2.0, -2.0))
+    mean, lo, hi = suite.paired_difference([5, -5, 5, -5, 5, -5], [0] * 6, n_boot=2000)
+    assert mean == 0 and lo < 0 < hi
+    assert suite.probability_of_improvement([3, 4], [1, 2]) == 1.0
+    assert suite.probability_of_improvement([1, 2], [1, 2]) == 0.5  # ties count half
+    assert suite.probability_of_improvement([0, 10], [5, 5]) == 0.5
+    assert [suite.verdict(*ci) for ci in ((0.1, 2.0), (-2.0, -0.1), (-1.0, 1.0), (0.0, 0.0))] == \
+        ["better", "worse", "equal", "equal"]
+
+
+def test_paired_table_gives_ppo_and_actor_critic_a_verdict_on_the_seeds_both_finished(suite):
+    env = "Pendulum-v1"
+    seeds = [20, 21, 22, 23, 24]
+    jobs = suite.plan(_specs(suite, "ppo", "sb3-ppo", "actor-critic", "a3c", "sb3-a2c"), [env], seeds)
+    results = [_result(suite, "ppo", env, s, 100_000, -200.0 - s, 30.0, []) for s in seeds]
+    results += [_result(suite, "sb3-ppo", env, s, 100_000, -150.0 - s, 40.0, []) for s in seeds[:4]]
+    results += [_result(suite, algo, env, s, 1_000_000, -150.0 + (s % 2) * 20, 100.0, [], algo=algo)
+                for algo in ("actor-critic", "sb3-a2c") for s in seeds]
+    results += [_result(suite, "a3c", env, s, 1_000_000, 0.0, 50.0, []) for s in seeds]
+    tbl, rows = suite.paired_table(results, jobs, n_boot=500)
+    assert [(r["label"], r["baseline"]) for r in rows] == [("ppo", "sb3-ppo"), ("actor-critic", "sb3-a2c")]
+    ppo, ac = rows
+    assert ppo["seeds"] == [20, 21, 22, 23]  # sb3-ppo has no seed 24: unpaired, left out
+    assert ppo["difference"] == pytest.approx((-50.0, -50.0, -50.0)) and ppo["verdict"] == "worse"
+    assert ppo["p_improvement"] == 0.0
+    assert ac["verdict"] == "equal" and ac["difference"] == pytest.approx((0.0, 0.0, 0.0))
+    assert ac["p_improvement"] == 0.5
+    assert "| Pendulum-v1 | ppo | sb3-ppo | 4 | -221.5 | -171.5 | -50.0 [-50.0, -50.0] | 0.00 | worse |" in tbl
+    assert "a3c" not in tbl  # another algorithm than SB3's: no verdict
+
+
+def test_a_titled_section_is_written_beside_the_suites(suite, tmp_path):
+    docs = tmp_path / "benchmarks.md"
+    suite.write_docs(docs, "whole suite\n")
+    suite.write_docs(docs, "ten seeds\n", "Ten seeds against SB3")
+    suite.write_docs(docs, "ten seeds, again\n", "Ten seeds against SB3")
+    text = docs.read_text()
+    assert "whole suite" in text and "ten seeds, again" in text and "ten seeds\n" not in text
+    assert text.count("<!-- suite:ten-seeds-against-sb3:begin -->") == 1
+    assert "## Ten seeds against SB3 (bench/suite.py)" in text
+    assert suite.shown_command(["--seeds", "20", "--write-docs", "--section", "Ten seeds"]) == \
+        "python bench/suite.py --seeds 20"
+
+
 @pytest.mark.parametrize("argv, word", [(["--algos", "ppo2"], "unknown algo 'ppo2'"),
                                         (["--envs", "Cartpole-v1"], "unknown env 'Cartpole-v1'"),
                                         (["--algos", "reinforce", "--envs", "Pendulum-v1"], "no suite pair")])
