@@ -119,7 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="runs go to RUNS_ROOT/<env>/<algo>__s<seed>__<time> (default: runs)")
     where.add_argument("--run-dir", default=None, help="exact run directory to create")
     t.add_argument("--eval-every", type=_int("--eval-every", 1), default=None,
-                   help="env steps between evaluations (default: 10000)")
+                   help="env steps between evaluations (default: 10000; world-models: 250000, a few "
+                        "CMA-ES generations)")
     t.add_argument("--eval-episodes", type=_int("--eval-episodes", 1), default=None, help="(default: 10)")
     t.add_argument("--stop-at-return", type=_float, default=None,
                    help="stop at the first evaluation whose mean return >= R (records solved_at_step/_s)")

@@ -239,7 +239,7 @@ def make_agent(algo: str, env, *, policy: str | None = None, seed: int = 0, devi
 
 
 def train(algo: str, env, *, steps: int | None = None, seed: int = 0, runs_root="runs", run_dir=None,
-          eval_every: int = 10_000, eval_episodes: int = 10, stop_at_return: float | None = None,
+          eval_every: int | None = None, eval_episodes: int = 10, stop_at_return: float | None = None,
           final_eval_episodes: int = 100, device: str = "auto", backend: str = "local", workers: int | None = None,
           env_kwargs: dict | None = None, on_step=None, on_eval=None, progress: bool = False, quiet: bool = True,
           untuned: bool = False, video_every: int | None = None, preset: str | None = None,

@@ -309,7 +309,7 @@ def _train_new(args, seed: int, progress: bool, quiet: bool) -> Path:
         device=default(args.device, "auto"), backend=default(args.backend, "local"), workers=args.workers,
         ray_address=args.ray_address, config_file=Path(args.config) if args.config else None,
         sets=configlib.parse_set(args.set or []), runs_root=Path(default(args.runs_root, "runs")),
-        run_dir=Path(run_dir) if run_dir else None, eval_every=default(args.eval_every, 10_000),
+        run_dir=Path(run_dir) if run_dir else None, eval_every=args.eval_every,
         eval_episodes=default(args.eval_episodes, 10), stop_at_return=args.stop_at_return,
         checkpoint_every=args.checkpoint_every, final_eval_episodes=default(args.final_eval_episodes, 100),
         progress=progress, quiet=quiet, command=getattr(args, "argv", None),

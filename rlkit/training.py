@@ -46,6 +46,7 @@ from rlkit.evaluation import CONFIRM_SEED, evaluate
 from rlkit.logger import Logger
 
 EVAL_SEED = 10_000  # eval env seeds are far from training seeds
+DEFAULT_EVAL_EVERY = 10_000  # env steps between evaluations unless the algorithm has its own
 CHECKPOINT_EVERY_CAP = 100_000  # the default checkpoint interval, max(eval_every, steps / 10), is capped here
 MAX_SEED = 2**32 - 1  # numpy's global seed (SB3 seeds it with the run's seed) is 32 bits
 
@@ -171,8 +172,10 @@ class TrainingCallback:
 
     def on_step(self, num_timesteps: int, agent) -> bool:
         go_on = True
-        if num_timesteps >= self.next_eval:
+        due = num_timesteps >= self.next_eval
+        if due:
             self.next_eval = (num_timesteps // self.eval_every + 1) * self.eval_every
+        if due and has_policy(agent):
             self.run_eval(num_timesteps, agent)
             if (self.stop_at_return is not None and not self.solved
                     and self.last_eval["mean_return"] >= self.stop_at_return):
@@ -292,6 +295,13 @@ class TrainingCallback:
         if committed is None:
             return
         runs.write_run_json(self.run_dir, {**committed, "status": status})
+
+
+def has_policy(agent) -> bool:
+    """False for an agent that cannot act yet: a World Models run that has trained V or M but no
+    controller. Scoring it would score a zero controller, which means nothing, so it is not
+    evaluated (nor confirmed at the end) until it has one."""
+    return bool(getattr(agent, "has_policy", True))
 
 
 def _versions() -> dict:
@@ -497,7 +507,7 @@ def _undo_start(run_dir: Path, created: list[Path]) -> None:
 def train(algo: str, env_id: str, *, steps: int | None = None, seed: int = 0, n_envs: int | None = None,
           device: str = "auto", backend: str = "local", workers: int | None = None, ray_address: str | None = None,
           config_file: Path | None = None, sets: dict | None = None, runs_root: Path | None = None,
-          run_dir: Path | None = None, eval_every: int = 10_000, eval_episodes: int = 10,
+          run_dir: Path | None = None, eval_every: int | None = None, eval_episodes: int = 10,
           stop_at_return: float | None = None, checkpoint_every: int | None = None,
           final_eval_episodes: int = 100, progress: bool = True, quiet: bool = False,
           command: list[str] | None = None, untuned: bool = False, env_packages: list[str] | None = None,
@@ -512,7 +522,9 @@ def train(algo: str, env_id: str, *, steps: int | None = None, seed: int = 0, n_
     either returning False ends the run there (committed, status finished). ``video_every``: one
     evaluation episode to RUN_DIR/videos/step_<n>.gif every that many env steps (rlkit.render). ``preset``:
     the `<env id>@<preset>` entry of agents/hyperparams/<algo>.yaml instead of the env's own (rlkit.config),
-    recorded in config.yaml as ``preset``."""
+    recorded in config.yaml as ``preset``. ``eval_every`` None: the algorithm's ``default_eval_every``
+    (world-models: its stages take no env steps and a controller generation tens of thousands), else
+    DEFAULT_EVAL_EVERY."""
     from rlkit import plugins, registry
 
     global current_run_dir
@@ -522,6 +534,8 @@ def train(algo: str, env_id: str, *, steps: int | None = None, seed: int = 0, n_
         raise UsageError(f"--seed must be an integer in [0, {MAX_SEED}], got {seed}")
     check_device(device)
     cls = registry.load_algo(algo)
+    if eval_every is None:
+        eval_every = int(getattr(cls, "default_eval_every", DEFAULT_EVAL_EVERY))
     sets = dict(sets or {})
     if n_envs is not None:
         sets["n_envs"] = n_envs
@@ -627,7 +641,7 @@ def _resume_locked(run_dir: Path, progress: bool, device: str | None, steps: int
         ckpt = runs.latest_checkpoint(run_dir)  # an older run without `latest`; none: exit 2
     runs.clean_uncommitted(run_dir, ckpt)
     info = runs.committed_state(ckpt)
-    if info is None:  # a checkpoint committed without its run state (older runs, World Models stages)
+    if info is None:  # a checkpoint committed without its run state (runs older than run-state commits)
         info = runs.load_run_info(run_dir) if (run_dir / "run.json").exists() else {}
     done = int(info.get("steps", 0))
     solved = info.get("solved_at_step") is not None
@@ -711,7 +725,8 @@ def _run(cls, cfg, settings, run_dir, progress, checkpoint=None, device=None, in
         steps = int(agent.num_timesteps)
         callback.stop_if_asked(steps, agent)  # stopped after the last boundary: learn's end is one too
         evals = callback.info.get("evals") or []
-        evaluated = not evals or evals[-1][0] != steps  # resuming a committed end evaluates nothing twice
+        # resuming a committed end evaluates nothing twice; an agent with no policy is not scored
+        evaluated = (not evals or evals[-1][0] != steps) and has_policy(agent)
         if evaluated:
             callback.run_eval(steps, agent)
             callback.after_eval(steps, agent)
@@ -722,7 +737,7 @@ def _run(cls, cfg, settings, run_dir, progress, checkpoint=None, device=None, in
         callback.stop_if_asked(steps, agent)
         guard.disarm()  # everything is committed: the confirmation below stops at once
         wall_s = callback.wall()  # the confirmation below is scoring, not training time
-        if int(settings.get("final_eval_episodes", 100)) > 0:
+        if int(settings.get("final_eval_episodes", 100)) > 0 and has_policy(agent):
             callback.confirm(agent, int(settings.get("final_eval_episodes", 100)))
         callback.write_info(steps, status="solved" if callback.solved else "finished", wall_s=wall_s)
     except BaseException as exc:

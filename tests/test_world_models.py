@@ -414,6 +414,49 @@ def test_pipeline_predict_is_batched_and_recurrent(pipeline):
     assert not torch.equal(h_before[0, 1], h_after[0, 1])  # rows that continue carry memory
 
 
+def test_policy_runs_v_c_and_m_on_the_active_rows_only_and_m_only_for_an_h_reading_c(pipeline, monkeypatch):
+    """Rows that ended or hold their action (frame_skip) cost nothing: V encodes only the active rows,
+    whose actions and h are those of a full batch; the others keep their h. A z-only C never steps M."""
+    agent, _, _ = pipeline
+    frames = np.stack([make_env(ENV).reset(seed=s)[0] for s in range(4)])
+    params = torch.randn(4, n_params(agent.cfg.controller_in_dim(), agent.codec.out_dim))
+    encoded = []
+    encode = agent.vae.encode
+    monkeypatch.setattr(agent.vae, "encode", lambda x: (encoded.append(len(x)), encode(x))[1])
+    full, masked = PolicyState(agent.vae, agent.mdrnn, agent.codec, "cpu"), PolicyState(agent.vae, agent.mdrnn,
+                                                                                          agent.codec, "cpu")
+    for policy in (full, masked):
+        policy.reset(4)
+        policy.act(frames, params)  # some memory in every row first
+    before = tuple(s.clone() for s in masked.state)
+    active = np.array([True, False, True, False])
+    a_full, a_masked = full.act(frames, params), masked.act(frames, params, active)
+    assert encoded[-2:] == [4, 2]
+    np.testing.assert_array_equal(a_masked[active], a_full[active])
+    for s_full, s_masked, s_before in zip(full.state, masked.state, before):
+        torch.testing.assert_close(s_masked[:, active], s_full[:, active])
+        assert torch.equal(s_masked[:, ~active], s_before[:, ~active])
+    z_only = torch.randn(4, n_params(agent.cfg.z_dim, agent.codec.out_dim))
+    monkeypatch.setattr(agent.mdrnn, "step", lambda *a: pytest.fail("a z-only controller stepped M"))
+    assert masked.act(frames, z_only, active).shape == a_full.shape
+
+
+def test_a_stage_run_commits_its_run_state_and_scores_no_zero_controller(tmp_path):
+    """`rlkit train --algo world-models --set stage=collect`: no evaluation and no final score of the
+    zero controller (they would mean nothing), and the stage's checkpoint is a commit that carries
+    the run state, as every other agent's; eval_every defaults to world-models' own."""
+    from rlkit import runs, training
+
+    run_dir = training.train("world-models", ENV, seed=0, device="cpu", sets={**TINY, "stage": "collect"},
+                             run_dir=tmp_path / "run", progress=False, quiet=True)
+    info = runs.load_run_info(run_dir)
+    assert info["status"] == "finished" and info["steps"] == 4 * 150
+    assert "evals" not in info and "final_eval" not in info
+    state = runs.committed_state(runs.committed_checkpoint(run_dir))
+    assert state is not None and state["steps"] == 4 * 150
+    assert runs.read_config(run_dir)["eval_every"] == WorldModels.default_eval_every
+
+
 def test_save_load_identical_predictions(pipeline, tmp_path):
     agent, _, _ = pipeline
     import gymnasium as gym

@@ -164,6 +164,11 @@ class WorldModels:
     Config = Config
     recurrent = True  # predict needs episode_start to reset M's state
     supports_ray = True
+    # `rlkit train` evaluates every this many env steps unless --eval-every says otherwise: the
+    # stages before C take no env steps, and one CMA-ES generation takes tens of thousands (16 x 4
+    # CarRacing episodes of up to 1,000 frames), so the CLI's 10,000 scored 10 full episodes after
+    # almost every generation.
+    default_eval_every = 250_000
 
     def __init__(self, env_id: str, cfg: Config | None = None, seed: int = 0, device="auto", run_dir=None,
                  logger=None, n_envs: int | None = None, backend: str = "local", workers: int | None = None,
@@ -201,6 +206,13 @@ class WorldModels:
         self._policy = PolicyState(self.vae, self.mdrnn, self.codec, self.device)
         self._frame = np.zeros(0, dtype=np.int64)  # predict: frames since each row's episode start
         self._held = None  # predict: each row's current action (held for frame_skip frames)
+        self._searching = False  # the controller stage has produced a generation in this process
+
+    @property
+    def has_policy(self) -> bool:
+        """Whether C exists (trained, or being searched): before that, the policy is a zero
+        controller, and training neither evaluates nor confirms it (rlkit.training.has_policy)."""
+        return self._searching or self.metas.get("controller") is not None
 
     # --- training ---------------------------------------------------------------------------
     @property
@@ -246,7 +258,11 @@ class WorldModels:
             wall = time.perf_counter() - started
             self.logger.scalar(f"{stage}/wall_s", wall, self.num_timesteps)
             print(f"world-models: {stage} done in {wall / 60:.1f} min", flush=True)
-            self._stage_checkpoint()
+            commit = getattr(callback, "checkpoint", None)  # rlkit.training's: the agent with the run state
+            if callable(commit):
+                commit(self.num_timesteps, self)
+            else:
+                self._stage_checkpoint()
             if callback is not None and not callback.on_step(self.num_timesteps, self):
                 return self
         self._write_dream_gif()
@@ -257,6 +273,7 @@ class WorldModels:
         keep_going = [True]
 
         def on_generation(real_steps: int, best) -> bool:
+            self._searching = True
             self.num_timesteps = ctx.extra["steps0"] + real_steps
             self.params = torch.as_tensor(best, dtype=torch.float32, device=self.device)
             self.logger.advance(self.num_timesteps)
@@ -304,7 +321,8 @@ class WorldModels:
         self._policy = PolicyState(self.vae, self.mdrnn, self.codec, self.device)
 
     def _stage_checkpoint(self) -> None:
-        """After each stage, a normal agent checkpoint in run_dir/checkpoints so `--resume` has one."""
+        """After each stage, when learn was not called by rlkit.training (which commits the agent
+        with the run state instead): an agent checkpoint in run_dir/checkpoints."""
         if self.run_dir is None:
             return
         from rlkit import runs
@@ -340,11 +358,10 @@ class WorldModels:
         # With frame_skip k, V, M and C see every k-th frame of an episode and the action is held
         # in between, exactly as in the rollouts C was trained on (frameskip.py).
         due = self._frame % self.cfg.frame_skip == 0
-        actions = self._policy.act(obs, self.params.expand(n, -1), None if due.all() else due)
         if due.all():
-            self._held = actions
-        else:
-            self._held[due] = actions[due]
+            self._held = self._policy.act(obs, self.params.expand(n, -1))
+        elif due.any():  # only the rows that decide on this frame are encoded
+            self._held[due] = self._policy.act(obs, self.params.expand(n, -1), due)[due]
         self._frame += 1
         actions = self._held.copy()
         return actions[0] if single else actions

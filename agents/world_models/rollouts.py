@@ -14,7 +14,7 @@ import torch
 
 from agents.world_models.artifacts import load_mdrnn, load_policy, load_vae
 from agents.world_models.collect import collect_file
-from agents.world_models.controller import ActionCodec, controller_features, linear_outputs
+from agents.world_models.controller import ActionCodec, controller_features, linear_outputs, n_params
 from agents.world_models.data import preprocess
 from agents.world_models.frameskip import fast_road_drawing, step_held
 from agents.world_models.mdrnn import MDNRNN, sample_mixture
@@ -39,18 +39,36 @@ class PolicyState:
 
     @torch.no_grad()
     def act(self, obs: np.ndarray, params: torch.Tensor, active: np.ndarray | None = None) -> np.ndarray:
-        """obs (B, H, W, 3) uint8, params (B, P) -> env actions; advances h only for ``active`` rows."""
+        """obs (B, H, W, 3) uint8, params (B, P) -> env actions (B, ...).
+
+        Only the ``active`` rows (a boolean mask; None: all) are encoded by V, acted on by C and
+        stepped by M: an ended episode, or a row holding its action for frame_skip frames, costs
+        nothing, and its h stays as it was. Its action is zero (the caller ignores it). M runs only
+        where C reads h: a z-only C (the paper's V-only row) needs no memory.
+        """
+        rows = None if active is None or np.all(active) else np.flatnonzero(active)
+        if rows is not None:
+            obs, params = obs[rows], params[torch.as_tensor(rows, device=params.device)]
         z, _ = self.vae.encode(to_tensor(preprocess(obs), self.device))  # mu: the deterministic code
-        h = self.state[0][0]
-        action = self.codec.squash(linear_outputs(params, controller_features(params, z, h, self.codec.out_dim)))
-        # h_{t+1} = LSTM(z_t, a_t, h_t): the memory of what was seen and done so far.
-        _, _, _, _, _, new = self.mdrnn.step(z, self.codec.to_m(action), self.state)
-        if active is None:
-            self.state = new
-        else:
-            m = torch.as_tensor(np.asarray(active), device=self.device).float()[None, :, None]
-            self.state = (new[0] * m + self.state[0] * (1 - m), new[1] * m + self.state[1] * (1 - m))
-        return self.codec.to_env(action)
+        reads_h = params.shape[1] != n_params(z.shape[1], self.codec.out_dim)
+        state = self.state if rows is None else tuple(s[:, torch.as_tensor(rows, device=s.device)]
+                                                      for s in self.state)
+        action = self.codec.squash(linear_outputs(params, controller_features(params, z, state[0][0],
+                                                                              self.codec.out_dim)))
+        if reads_h:
+            # h_{t+1} = LSTM(z_t, a_t, h_t): the memory of what was seen and done so far.
+            _, _, _, _, _, new = self.mdrnn.step(z, self.codec.to_m(action), state)
+            if rows is None:
+                self.state = new
+            else:
+                index = torch.as_tensor(rows, device=self.state[0].device)
+                self.state = tuple(s.index_copy(1, index, n) for s, n in zip(self.state, new))
+        actions = self.codec.to_env(action)
+        if rows is None:
+            return actions
+        out = np.zeros((len(active), *actions.shape[1:]), dtype=actions.dtype)
+        out[rows] = actions
+        return out
 
 
 def real_rollouts(envs: list, policy: PolicyState, params: np.ndarray, seeds: list[int], max_steps: int,
