@@ -443,18 +443,26 @@ def test_policy_runs_v_c_and_m_on_the_active_rows_only_and_m_only_for_an_h_readi
 
 def test_a_stage_run_commits_its_run_state_and_scores_no_zero_controller(tmp_path):
     """`rlkit train --algo world-models --set stage=collect`: no evaluation and no final score of the
-    zero controller (they would mean nothing), and the stage's checkpoint is a commit that carries
-    the run state, as every other agent's; eval_every defaults to world-models' own."""
+    zero controller (they would mean nothing), even with an evaluation due; the stage's checkpoint is
+    a commit that carries the run state, as every other agent's, before the driver's last one; and
+    eval_every defaults to world-models' own."""
     from rlkit import runs, training
 
-    run_dir = training.train("world-models", ENV, seed=0, device="cpu", sets={**TINY, "stage": "collect"},
-                             run_dir=tmp_path / "run", progress=False, quiet=True)
+    committed_at_hook = []
+
+    def on_step(num_timesteps, agent):  # right after the stage, before learn returns to the driver
+        committed_at_hook.append(runs.committed_state(runs.committed_checkpoint(run_dir)))
+
+    run_dir = tmp_path / "run"
+    training.train("world-models", ENV, seed=0, device="cpu", sets={**TINY, "stage": "collect"}, run_dir=run_dir,
+                   eval_every=100, progress=False, quiet=True, on_step=on_step)
     info = runs.load_run_info(run_dir)
     assert info["status"] == "finished" and info["steps"] == 4 * 150
-    assert "evals" not in info and "final_eval" not in info
-    state = runs.committed_state(runs.committed_checkpoint(run_dir))
-    assert state is not None and state["steps"] == 4 * 150
-    assert runs.read_config(run_dir)["eval_every"] == WorldModels.default_eval_every
+    assert "evals" not in info and "final_eval" not in info and "best" not in info
+    assert [state and state["steps"] for state in committed_at_hook] == [4 * 150]
+    other = training.train("world-models", ENV, seed=0, device="cpu", sets={**TINY, "stage": "collect"},
+                           run_dir=tmp_path / "default", progress=False, quiet=True)
+    assert runs.read_config(other)["eval_every"] == WorldModels.default_eval_every
 
 
 def test_save_load_identical_predictions(pipeline, tmp_path):
