@@ -577,6 +577,7 @@ def train(algo: str, env_id: str, *, steps: int | None = None, seed: int = 0, n_
                     video_every=video_every,
                     # the entry the hyperparams came from; resume and eval use the values recorded below
                     **({"preset": preset} if preset is not None else {}),
+                    **({"untuned": True} if untuned else {}),
                     hyperparams=asdict(cfg), versions=_versions(), provenance=provenance(command))
 
     run_dir, created, lock = _start_run_dir(runs_root, run_dir, env_id, algo, seed)

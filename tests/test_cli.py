@@ -329,7 +329,9 @@ def test_untuned_trains_with_the_default_entry_alone(rlkit_cli, tmp_path):
         rlkit_cli("train", "--algo", "ppo", "--env", "CartPole-v1", "--steps", "512", "--eval-every", "512",
                   "--eval-episodes", "1", "--final-eval-episodes", "1", "--set", "n_epochs=1",
                   "--run-dir", run_dir, "--no-progress", *flags, check=True)
-        used = yaml.safe_load((run_dir / "config.yaml").read_text())["hyperparams"]
+        config = yaml.safe_load((run_dir / "config.yaml").read_text())
+        used = config["hyperparams"]
         assert used["n_steps"] == want["n_steps"] and used["learning_rate"] == want["learning_rate"]
         assert used["n_epochs"] == 1  # --set still applies on top
+        assert config.get("untuned", False) == bool(flags)  # recorded, as --preset is
     _one_line_error(rlkit_cli("train", "--resume", tmp_path / "untuned", "--untuned"), "--untuned")
