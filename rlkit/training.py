@@ -511,7 +511,8 @@ def train(algo: str, env_id: str, *, steps: int | None = None, seed: int = 0, n_
           stop_at_return: float | None = None, checkpoint_every: int | None = None,
           final_eval_episodes: int = 100, progress: bool = True, quiet: bool = False,
           command: list[str] | None = None, untuned: bool = False, env_packages: list[str] | None = None,
-          on_step=None, on_eval=None, video_every: int | None = None, preset: str | None = None) -> Path:
+          on_step=None, on_eval=None, video_every: int | None = None, preset: str | None = None,
+          confirm_stopped: bool = True) -> Path:
     """Train a fresh run. Everything is validated before the run directory is created.
 
     ``quiet``: no progress bar and no evaluation lines. ``command``: the CLI arguments, recorded in
@@ -522,7 +523,9 @@ def train(algo: str, env_id: str, *, steps: int | None = None, seed: int = 0, n_
     either returning False ends the run there (committed, status finished). ``video_every``: one
     evaluation episode to RUN_DIR/videos/step_<n>.gif every that many env steps (rlkit.render). ``preset``:
     the `<env id>@<preset>` entry of agents/hyperparams/<algo>.yaml instead of the env's own (rlkit.config),
-    recorded in config.yaml as ``preset``. ``eval_every`` None: the algorithm's ``default_eval_every``
+    recorded in config.yaml as ``preset``. ``confirm_stopped`` False: a run that ``on_step`` or
+    ``on_eval`` ended is not confirmed on fresh episodes (rlkit.tune's pruned trials, whose score
+    nobody reads). ``eval_every`` None: the algorithm's ``default_eval_every``
     (world-models: its stages take no env steps and a controller generation tens of thousands), else
     DEFAULT_EVAL_EVERY."""
     from rlkit import plugins, registry
@@ -585,7 +588,7 @@ def train(algo: str, env_id: str, *, steps: int | None = None, seed: int = 0, n_
     try:
         runs.write_config(run_dir, settings)
         return _run(cls, cfg, settings, run_dir, progress=progress, device=device, quiet=quiet,
-                    hooks=(on_step, on_eval))
+                    hooks=(on_step, on_eval), confirm_stopped=confirm_stopped)
     except BaseException:
         # A run that never reached its first commit is not worth keeping half-made.
         if runs.committed_checkpoint(run_dir) is None:
@@ -672,7 +675,7 @@ def _resume_locked(run_dir: Path, progress: bool, device: str | None, steps: int
 
 
 def _run(cls, cfg, settings, run_dir, progress, checkpoint=None, device=None, info=None, on_ready=None,
-         quiet=False, hooks=(None, None)) -> Path:
+         quiet=False, hooks=(None, None), confirm_stopped=True) -> Path:
     """Build (or load from ``checkpoint``) the agent, call ``on_ready()`` once it exists, train,
     evaluate, commit the last checkpoint, confirm, and write the final run.json."""
     from rlkit.checkpoint import load_agent_checkpoint
@@ -738,7 +741,8 @@ def _run(cls, cfg, settings, run_dir, progress, checkpoint=None, device=None, in
         callback.stop_if_asked(steps, agent)
         guard.disarm()  # everything is committed: the confirmation below stops at once
         wall_s = callback.wall()  # the confirmation below is scoring, not training time
-        if int(settings.get("final_eval_episodes", 100)) > 0 and has_policy(agent):
+        confirm = has_policy(agent) and (confirm_stopped or not callback.stopped_by_user)
+        if int(settings.get("final_eval_episodes", 100)) > 0 and confirm:
             callback.confirm(agent, int(settings.get("final_eval_episodes", 100)))
         callback.write_info(steps, status="solved" if callback.solved else "finished", wall_s=wall_s)
     except BaseException as exc:

@@ -643,7 +643,8 @@ class TuneWorker:
                   eval_every=spec.eval_every, eval_episodes=spec.eval_episodes, stop_at_return=spec.stop_at_return,
                   final_eval_episodes=spec.final_eval_episodes, progress=False, quiet=True,
                   command=_train_command(spec, sets, path, seed), env_packages=list(spec.env_packages) or None,
-                  on_step=on_step, on_eval=on_eval, **({"preset": spec.preset} if spec.preset else {}))
+                  on_step=on_step, on_eval=on_eval, confirm_stopped=False,
+                  **({"preset": spec.preset} if spec.preset else {}))
         except Terminated:
             if self._spawned:  # stopped by the driver: the run is committed; end without a traceback
                 raise SystemExit(143) from None

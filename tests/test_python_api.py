@@ -104,6 +104,22 @@ def test_train_makes_a_run_directory_with_hooks(tmp_path):
     assert agent.num_timesteps == 2048 and agent.seed == 3
 
 
+def test_a_run_a_hook_ended_is_not_confirmed_when_asked_not_to(tmp_path):
+    """rlkit.tune's pruned trials: ended by their on_eval hook, scored by nobody, so the 100
+    fresh episodes are not played (training.train(confirm_stopped=False)); a run that ends on its
+    own is still confirmed."""
+    from rlkit import training
+
+    kw = dict(seed=0, eval_every=512, eval_episodes=1, final_eval_episodes=3, progress=False, quiet=True,
+              sets={"n_envs": 2, "n_steps": 256, "n_epochs": 1}, confirm_stopped=False)
+    stopped = training.train("ppo", "CartPole-v1", steps=2048, run_dir=tmp_path / "stopped",
+                             on_eval=lambda s, r, a: False, **kw)
+    ended = training.train("ppo", "CartPole-v1", steps=1024, run_dir=tmp_path / "ended", **kw)
+    info, done = (json.loads((run / "run.json").read_text()) for run in (stopped, ended))
+    assert info["steps"] == 512 and info["status"] == "finished" and "final_eval" not in info
+    assert done["final_eval"]["episodes"] == 3
+
+
 def test_env_instances_and_functions(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(ROOT))
     from examples.corridor import Corridor

@@ -151,7 +151,7 @@ def fake_train(algo, env_id, *, steps, run_dir, eval_every, on_eval, on_step, st
     means = [e[2] for e in evals if not math.isnan(e[2])]
     info = {"steps": step, "wall_s": round(per_eval * len(evals), 3), "status": "solved" if solved else "finished",
             "evals": evals, "best": {"step": step, "mean_return": max(means)} if means else None,
-            "final_eval": {"mean_return": evals[-1][2]}}
+            "final_eval": {"mean_return": evals[-1][2]}, "confirm_stopped": kw.get("confirm_stopped")}
     if solved:
         info.update(solved_at_step=step, solved_at_s=round(per_eval * len(evals), 3))
     (Path(run_dir) / "run.json").write_text(json.dumps(info))
@@ -179,6 +179,8 @@ def test_the_median_pruner_stops_trials_below_the_complete_ones(tmp_path, monkey
     for t in trials[2:]:  # stopped at their first evaluation: the on_eval hook said False
         assert t.user_attrs["pruned_at_step"] == 100 and t.intermediate_values == {100: 10.0}
         assert json.loads((Path(t.user_attrs["run_dir"]) / "run.json").read_text())["steps"] == 100
+        # a pruned run is not scored on 100 fresh episodes (trials may run in other processes: run.json says)
+        assert json.loads((Path(t.user_attrs["run_dir"]) / "run.json").read_text())["confirm_stopped"] is False
     assert trials[0].value == 500.0 and result["counts"]["pruned"] == 2
     assert "trial 2: pruned at step 100 (evaluation 10.0)" in capsys.readouterr().out
 
