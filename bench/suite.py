@@ -420,6 +420,9 @@ def table(results: list[dict], jobs: list[dict], n_boot: int = 10_000) -> tuple[
 # reinforce are other algorithms held to A2C's figure: they get no verdict.
 
 EQUAL_SETTINGS = {"ppo": "sb3-ppo", "actor-critic": "sb3-a2c"}
+# A verdict needs the protocol's ten paired seeds: a percentile bootstrap over three or four
+# pairs is far narrower than the truth. Rows with fewer show their numbers and "too few seeds".
+VERDICT_SEEDS = 10
 
 
 def iqm(x) -> float:
@@ -469,7 +472,8 @@ def paired_table(results: list[dict], jobs: list[dict], n_boot: int = 10_000) ->
         mean, lo, hi = paired_difference(a, b, n_boot)
         cmp = {"env": env, "label": label, "baseline": EQUAL_SETTINGS[label], "seeds": seeds, "iqm": iqm(a),
                "iqm_baseline": iqm(b), "difference": (mean, lo, hi), "p_improvement": probability_of_improvement(a, b),
-               "verdict": verdict(lo, hi)}
+               "verdict": (verdict(lo, hi) if len(seeds) >= VERDICT_SEEDS
+                           else f"— ({len(seeds)} < {VERDICT_SEEDS} seeds)")}
         out.append(cmp)
         lines.append(f"| {env} | {label} | {cmp['baseline']} | {len(seeds)} | {cmp['iqm']:.1f} | "
                      f"{cmp['iqm_baseline']:.1f} | {mean:+.1f} [{lo:+.1f}, {hi:+.1f}] | "
@@ -515,7 +519,8 @@ def render(results: list[dict], jobs: list[dict], args, command: str) -> str:
                 "seeds of rlkit's final return minus SB3's, with a 95% paired bootstrap interval (seeds "
                 "resampled together). P(rlkit > SB3): the probability that a run of rlkit scores above a run "
                 "of SB3, ties counted half (rliable's probability of improvement). Verdict: \"better\" or "
-                "\"worse\" where the interval excludes 0, else \"equal\" (no difference these seeds can show).",
+                "\"worse\" where the interval excludes 0, else \"equal\" (no difference these seeds can show); "
+                f"only with {VERDICT_SEEDS} paired seeds or more.",
                 "", paired]
     return "\n".join(out).rstrip() + "\n"
 

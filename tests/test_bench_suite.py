@@ -217,23 +217,25 @@ def test_paired_statistics_iqm_bootstrap_interval_and_probability_of_improvement
 
 def test_paired_table_gives_ppo_and_actor_critic_a_verdict_on_the_seeds_both_finished(suite):
     env = "Pendulum-v1"
-    seeds = [20, 21, 22, 23, 24]
+    seeds = list(range(20, 31))
     jobs = suite.plan(_specs(suite, "ppo", "sb3-ppo", "actor-critic", "a3c", "sb3-a2c"), [env], seeds)
     results = [_result(suite, "ppo", env, s, 100_000, -200.0 - s, 30.0, []) for s in seeds]
-    results += [_result(suite, "sb3-ppo", env, s, 100_000, -150.0 - s, 40.0, []) for s in seeds[:4]]
+    results += [_result(suite, "sb3-ppo", env, s, 100_000, -150.0 - s, 40.0, []) for s in seeds[:10]]
     results += [_result(suite, algo, env, s, 1_000_000, -150.0 + (s % 2) * 20, 100.0, [], algo=algo)
                 for algo in ("actor-critic", "sb3-a2c") for s in seeds]
     results += [_result(suite, "a3c", env, s, 1_000_000, 0.0, 50.0, []) for s in seeds]
     tbl, rows = suite.paired_table(results, jobs, n_boot=500)
     assert [(r["label"], r["baseline"]) for r in rows] == [("ppo", "sb3-ppo"), ("actor-critic", "sb3-a2c")]
     ppo, ac = rows
-    assert ppo["seeds"] == [20, 21, 22, 23]  # sb3-ppo has no seed 24: unpaired, left out
+    assert ppo["seeds"] == list(range(20, 30))  # sb3-ppo has no seed 30: unpaired, left out
     assert ppo["difference"] == pytest.approx((-50.0, -50.0, -50.0)) and ppo["verdict"] == "worse"
     assert ppo["p_improvement"] == 0.0
     assert ac["verdict"] == "equal" and ac["difference"] == pytest.approx((0.0, 0.0, 0.0))
     assert ac["p_improvement"] == 0.5
-    assert "| Pendulum-v1 | ppo | sb3-ppo | 4 | -221.5 | -171.5 | -50.0 [-50.0, -50.0] | 0.00 | worse |" in tbl
+    assert "| Pendulum-v1 | ppo | sb3-ppo | 10 | -224.5 | -174.5 | -50.0 [-50.0, -50.0] | 0.00 | worse |" in tbl
     assert "a3c" not in tbl  # another algorithm than SB3's: no verdict
+    few = [r for r in results if r["seed"] < 23]  # three pairs: the numbers, and no verdict
+    assert [r["verdict"] for r in suite.paired_table(few, jobs, n_boot=100)[1]] == ["— (3 < 10 seeds)"] * 2
 
 
 def test_a_titled_section_is_written_beside_the_suites(suite, tmp_path):
