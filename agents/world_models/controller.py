@@ -92,9 +92,14 @@ def n_params(in_dim: int, out_dim: int) -> int:
     return out_dim * in_dim + out_dim
 
 
+def reads_h(params: torch.Tensor, z_dim: int, out_dim: int) -> bool:
+    """Whether a C of ``params`` (B, P) reads [z, h] rather than z alone (the paper's V-only controller)."""
+    return params.shape[1] != n_params(z_dim, out_dim)
+
+
 def controller_features(params: torch.Tensor, z: torch.Tensor, h: torch.Tensor, out_dim: int) -> torch.Tensor:
-    """C's input: z alone (the paper's V-only controller) or [z, h], whichever ``params`` (B, P) was sized for."""
-    return z if params.shape[1] == n_params(z.shape[1], out_dim) else torch.cat([z, h], dim=-1)
+    """C's input: z alone or [z, h], whichever ``params`` (B, P) was sized for."""
+    return torch.cat([z, h], dim=-1) if reads_h(params, z.shape[1], out_dim) else z
 
 
 def linear_outputs(params: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

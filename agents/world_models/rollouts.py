@@ -14,7 +14,7 @@ import torch
 
 from agents.world_models.artifacts import load_mdrnn, load_policy, load_vae
 from agents.world_models.collect import collect_file
-from agents.world_models.controller import ActionCodec, controller_features, linear_outputs, n_params
+from agents.world_models.controller import ActionCodec, controller_features, linear_outputs, reads_h
 from agents.world_models.data import preprocess
 from agents.world_models.frameskip import fast_road_drawing, step_held
 from agents.world_models.mdrnn import MDNRNN, sample_mixture
@@ -47,22 +47,17 @@ class PolicyState:
         where C reads h: a z-only C (the paper's V-only row) needs no memory.
         """
         rows = None if active is None or np.all(active) else np.flatnonzero(active)
+        state = self.state
         if rows is not None:
-            obs, params = obs[rows], params[torch.as_tensor(rows, device=params.device)]
+            index = torch.as_tensor(rows, device=self.state[0].device)
+            obs, params, state = obs[rows], params[index], tuple(s[:, index] for s in self.state)
         z, _ = self.vae.encode(to_tensor(preprocess(obs), self.device))  # mu: the deterministic code
-        reads_h = params.shape[1] != n_params(z.shape[1], self.codec.out_dim)
-        state = self.state if rows is None else tuple(s[:, torch.as_tensor(rows, device=s.device)]
-                                                      for s in self.state)
-        action = self.codec.squash(linear_outputs(params, controller_features(params, z, state[0][0],
-                                                                              self.codec.out_dim)))
-        if reads_h:
+        out_dim = self.codec.out_dim
+        action = self.codec.squash(linear_outputs(params, controller_features(params, z, state[0][0], out_dim)))
+        if reads_h(params, z.shape[1], out_dim):
             # h_{t+1} = LSTM(z_t, a_t, h_t): the memory of what was seen and done so far.
             _, _, _, _, _, new = self.mdrnn.step(z, self.codec.to_m(action), state)
-            if rows is None:
-                self.state = new
-            else:
-                index = torch.as_tensor(rows, device=self.state[0].device)
-                self.state = tuple(s.index_copy(1, index, n) for s, n in zip(self.state, new))
+            self.state = new if rows is None else tuple(s.index_copy(1, index, n) for s, n in zip(self.state, new))
         actions = self.codec.to_env(action)
         if rows is None:
             return actions
