@@ -276,3 +276,30 @@ def test_one_real_run_then_a_rerun_trains_nothing(tmp_path):
     again = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert again.returncode == 0 and "0 to train" in again.stdout and "[1/" not in again.stdout
     assert "| CartPole-v1 | ppo | 2,048 (fixed) |" in (tmp_path / "benchmarks.md").read_text()
+
+
+def test_curves_reports_each_runs_take_off_and_refuses_an_empty_selection(suite, tmp_path, capsys):
+    spec = importlib.util.spec_from_file_location("bench_curves", ROOT / "bench" / "curves.py")
+    curves = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(curves)
+    env, budget = "Pendulum-v1", 1000
+    evals_late = [[250, 1.0, -900.0], [500, 2.0, -600.0], [750, 3.0, -150.0], [1000, 4.0, -140.0]]
+    evals_early = [[250, 1.0, -190.0], [500, 2.0, -160.0], [750, 3.0, -150.0], [1000, 4.0, -145.0]]
+    evals_never = [[250, 1.0, -1200.0], [500, 2.0, -1100.0], [750, 3.0, -900.0], [1000, 4.0, -800.0]]
+    results = [_result(suite, "ppo", env, 20, budget, -141.0, 4.0, evals_late),
+               _result(suite, "sb3-ppo", env, 20, budget, -146.0, 4.0, evals_early),
+               _result(suite, "ppo", env, 21, budget, -801.0, 4.0, evals_never),
+               _result(suite, "sb3-ppo", env, 21, budget, -147.0, 4.0, evals_early)]
+    path = tmp_path / "r.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in results))
+    argv = ["--algos", "ppo", "sb3-ppo", "--env", env, "--seeds", "20", "21", "--steps", str(budget),
+            "--reach", "-200", "--results", str(path)]
+    assert curves.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "| 20 | ppo | -900.0 | -600.0 | -150.0 | -141.0 | 750 |" in out
+    assert "| 20 | sb3-ppo | -190.0 | -160.0 | -150.0 | -146.0 | 250 |" in out
+    assert "| 21 | ppo | -1200.0 | -1100.0 | -900.0 | -801.0 | not reached |" in out
+    assert "- ppo: 1/2 runs reached -200 within 1,000 steps; median 750 steps" in out
+    assert "- sb3-ppo: 2/2 runs reached -200 within 1,000 steps; median 250 steps" in out
+    assert curves.main([*argv[:-2], "--results", str(tmp_path / "none.jsonl")]) == 2
+    assert "no finished run of this selection" in capsys.readouterr().err
