@@ -43,23 +43,16 @@ def return_at(evals, step: int) -> float | None:
     return float(before[-1]) if before else None
 
 
-def _short(n: int) -> str:
-    """250k, 1.25M; other counts as 30,720."""
-    if n % 1000:
-        return f"{n:,}"
-    return f"{n / 1_000_000:g}M" if n >= 1_000_000 else f"{n // 1000}k"
-
-
 def curve_table(results: list[dict], jobs: list[dict], reach: float) -> str:
     wanted = {suite.key(j) for j in jobs}
-    runs = sorted((r for r in results if suite.key(r) in wanted),
-                  key=lambda r: (r["seed"], [j["label"] for j in jobs].index(r["label"])))
+    order = {label: i for i, label in enumerate(dict.fromkeys(j["label"] for j in jobs))}
+    runs = sorted((r for r in results if suite.key(r) in wanted), key=lambda r: (r["seed"], order[r["label"]]))
     if not runs:
         raise suite.SuiteError("no finished run of this selection in the results file (train it with "
                                "bench/suite.py and the same --algos/--envs/--seeds/--steps)")
     budget = jobs[0]["budget"]
     marks = [budget // 4, budget // 2, 3 * budget // 4]
-    head = " | ".join(f"at {_short(m)}" for m in marks)
+    head = " | ".join(f"at {suite.fmt_steps(m)}" for m in marks)
     lines = [f"| seed | algo | {head} | final return | first evaluation >= {reach:g} |",
              "|---|---|" + "---|" * (len(marks) + 2)]
     firsts: dict[str, list[int | None]] = {}

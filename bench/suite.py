@@ -338,13 +338,11 @@ def fmt_secs(s: float) -> str:
 
 
 def fmt_steps(n: float) -> str:
-    """A budget: 100k, 1M, 2.5M; other counts as 30,720."""
+    """A budget: 100k, 1M, 1.25M; other counts as 30,720."""
     n = int(round(n))
-    if n >= 1_000_000 and n % 100_000 == 0:
-        return f"{n / 1_000_000:g}M"
-    if n >= 1000 and n % 1000 == 0:
-        return f"{n // 1000}k"
-    return f"{n:,}"
+    if n < 1000 or n % 1000:
+        return f"{n:,}"
+    return f"{n / 1_000_000:g}M" if n >= 1_000_000 else f"{n // 1000}k"
 
 
 def summarize_row(rs: list[dict], algo: str, env: str) -> dict:
