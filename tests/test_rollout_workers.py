@@ -138,7 +138,9 @@ def test_a_worker_that_keeps_dying_ends_learn_with_one_error(ray_session):
             agent.learn(100 * 4 * 8, callback=KillWorker(at=set(), every=True))
     finally:
         agent.close()
-    assert time.monotonic() - t0 < 60
+    # The point is that learn ends instead of retrying forever: it took 62 s once in `make test` beside a
+    # CarRacing run on 2 cores. The bound catches a hang, not a slow machine.
+    assert time.monotonic() - t0 < 300
 
 
 def test_workers_must_divide_n_envs():
