@@ -16,32 +16,9 @@ from agents.actor_critic import ActorCritic
 from agents.ppo import PPO
 from agents.reinforce import Reinforce
 from rlkit.config import resolve
-from rlkit.evaluation import evaluate
-from rlkit.training import EVAL_SEED
+from tests.conftest import SolveCallback
 
 ENV_ID, THRESHOLD, EVAL_EVERY, EVAL_EPISODES = "CartPole-v1", 475.0, 5120, 10
-
-
-class SolveCallback:
-    """``on_step(num_timesteps, agent)``: evaluate every ``every`` steps; False (stop) once solved."""
-
-    def __init__(self, env_id: str, threshold: float, every: int, episodes: int, env_kwargs: dict | None = None):
-        self.env_id, self.threshold, self.every, self.episodes = env_id, threshold, every, episodes
-        self.env_kwargs = env_kwargs or {}
-        self.next_eval = every
-        self.history: list[tuple[int, float]] = []
-        self.solved_at: int | None = None
-
-    def on_step(self, num_timesteps: int, agent) -> bool:
-        if num_timesteps < self.next_eval:
-            return True
-        self.next_eval = (num_timesteps // self.every + 1) * self.every
-        mean = evaluate(agent, self.env_id, self.episodes, seed=EVAL_SEED, env_kwargs=self.env_kwargs)["mean_return"]
-        self.history.append((num_timesteps, round(mean, 1)))
-        if mean >= self.threshold:
-            self.solved_at = num_timesteps
-            return False
-        return True
 
 
 @pytest.mark.slow

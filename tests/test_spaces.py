@@ -27,7 +27,7 @@ from rlkit.networks import ActionHead, MultiInputTorso, make_torso
 from rlkit.normalization import Normalizers
 from rlkit.rollout import Batch, env_action
 from rlkit.spaces import FlattenObservations, batch_of_one, flat_space, flatten, leaves, model_input
-from tests.conftest import main_in_process
+from tests.conftest import SolveCallback, main_in_process
 
 LAKE = {"is_slippery": False}  # FrozenLake-v1's deterministic variant: the optimum return is 1.0
 
@@ -298,23 +298,6 @@ def test_ppo_learns_frozen_lake_to_its_optimum():
     assert result["mean_return"] == 1.0 and result["mean_ep_length"] == 6.0  # the shortest path: 6 steps
 
 
-class StopAtOptimum:
-    """The agent protocol's callback: every ``every`` steps, one greedy episode on the deterministic
-    lake; stop at the first that reaches the goal (the RL Zoo's stop-on-reward-threshold)."""
-
-    def __init__(self, every: int):
-        self.every, self.next_eval, self.reached_at = every, every, None
-
-    def on_step(self, num_timesteps: int, agent) -> bool:
-        if num_timesteps < self.next_eval:
-            return True
-        self.next_eval = (num_timesteps // self.every + 1) * self.every
-        if evaluate(agent, "FrozenLake-v1", episodes=1, env_kwargs=LAKE)["mean_return"] == 1.0:
-            self.reached_at = num_timesteps
-            return False
-        return True
-
-
 @pytest.mark.slow
 # Each agent must reach the greedy optimum within its budget, and the θ it stops with must keep it.
 # A3C's two Hogwild workers interleave their updates as the OS schedules them, so its run is not
@@ -328,13 +311,13 @@ class StopAtOptimum:
 ], ids=["reinforce", "actor-critic", "a3c"])
 def test_the_other_agents_learn_frozen_lake(cls, cfg, kwargs, steps):
     agent = cls("FrozenLake-v1", cls.Config(**cfg), seed=0, device="cpu", env_kwargs=LAKE, **kwargs)
-    stop = StopAtOptimum(every=1_000)
+    stop = SolveCallback("FrozenLake-v1", 1.0, every=1_000, episodes=1, env_kwargs=LAKE)  # first greedy goal
     try:
         agent.learn(steps, stop)
         result = evaluate(agent, "FrozenLake-v1", episodes=10, env_kwargs=LAKE)
     finally:
         agent.close()
-    assert stop.reached_at is not None, f"no greedy episode reached the goal within {steps} steps"
+    assert stop.solved_at is not None, f"no greedy episode reached the goal within {steps} steps"
     assert result["mean_return"] == 1.0
 
 
